@@ -1,0 +1,49 @@
+"""The analysis grid: MNI152 space at 1, 1.5 or 2 mm.
+
+All preprocessed maps, attribution maps and resampled atlases share one grid,
+defined by the bounding box SPM/CAT12 use (x -90..90, y -126..90, z -72..108 mm),
+in RAS+ voxel order. At 1.5 mm this is the CAT12 grid of 121 x 145 x 121 voxels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from brainlens.errors import ConfigError
+
+#: The lower corner of the bounding box (mm, RAS+), i.e. the centre of voxel (0, 0, 0).
+BBOX_MIN = np.array([-90.0, -126.0, -72.0])
+#: The upper corner of the bounding box (mm, RAS+).
+BBOX_MAX = np.array([90.0, 90.0, 108.0])
+#: Resolutions the workflow supports (mm, isotropic).
+RESOLUTIONS = (1.0, 1.5, 2.0)
+#: The name of the template space written into file names.
+SPACE = "MNI152NLin2009cSym"
+
+
+def mni_grid(resolution: float) -> tuple[tuple[int, int, int], np.ndarray]:
+    """Shape and affine of the MNI analysis grid.
+
+    Parameters
+    ----------
+    resolution : float
+        Isotropic voxel size in mm, one of :data:`RESOLUTIONS`.
+
+    Returns
+    -------
+    shape : tuple of int
+        (X, Y, Z); (181, 217, 181) at 1 mm, (121, 145, 121) at 1.5 mm, (91, 109, 91) at 2 mm.
+    affine : ndarray, shape (4, 4)
+        Voxel-to-world (RAS+ mm) affine.
+    """
+    res = float(resolution)
+    if not any(np.isclose(res, r) for r in RESOLUTIONS):
+        raise ConfigError(
+            f"preprocess.resolution: expected one of {list(RESOLUTIONS)} mm, got {resolution!r}"
+        )
+    extent = BBOX_MAX - BBOX_MIN
+    shape = tuple(int(round(e / res)) + 1 for e in extent)
+    affine = np.eye(4)
+    affine[:3, :3] *= res
+    affine[:3, 3] = BBOX_MIN
+    return shape, affine  # type: ignore[return-value]
