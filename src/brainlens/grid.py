@@ -47,3 +47,8 @@ def mni_grid(resolution: float) -> tuple[tuple[int, int, int], np.ndarray]:
     affine[:3, :3] *= res
     affine[:3, 3] = BBOX_MIN
     return shape, affine  # type: ignore[return-value]
+
+
+def res_label(resolution: float) -> str:
+    """File-name-safe label of a resolution: 1.5 -> ``"1p5"``, 2.0 -> ``"2"``."""
+    return f"{float(resolution):g}".replace(".", "p")
