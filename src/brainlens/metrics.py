@@ -1,0 +1,286 @@
+"""Classification metrics per fold, and their summary over folds.
+
+Conventions: class names are given in the order of the model's outputs (brainlens
+sorts them, see :mod:`brainlens.training`). For two classes the *second* name is the
+positive class (sensitivity, PPV, ROC AUC, ... are about it); with sorted names
+``["AD", "CN"]`` that would be CN, so pass the names in the order you want, or use
+a label mapping such that the positive class sorts last (e.g. ``0_control``,
+``1_patient``). For three or more classes, sensitivity etc. are one-vs-rest per
+class (``per_class``) and their unweighted (macro) mean at the top level; ROC AUC is
+the macro one-vs-rest AUC.
+
+Undefined values (e.g. AUC when the test part holds one class only) are ``nan`` in
+the dict and ``null`` in JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from sklearn import metrics as skm
+
+from brainlens.errors import ConfigError, InputFileError
+
+#: Scalar metrics present for every number of classes.
+SCALAR_METRICS = (
+    "accuracy",
+    "balanced_accuracy",
+    "roc_auc",
+    "f1",
+    "precision",
+    "ppv",
+    "recall",
+    "sensitivity",
+    "specificity",
+    "npv",
+    "average_precision",
+)
+#: Rows appended by :func:`summarize_metrics`.
+SUMMARY_ROWS = ("mean", "sd", "ci95_low", "ci95_high")
+
+
+def _div(a: float, b: float) -> float:
+    return float(a) / float(b) if b else float("nan")
+
+
+def _binary_counts(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    tp = int(np.sum((y == 1) & (pred == 1)))
+    tn = int(np.sum((y == 0) & (pred == 0)))
+    fp = int(np.sum((y == 0) & (pred == 1)))
+    fn = int(np.sum((y == 1) & (pred == 0)))
+    precision = _div(tp, tp + fp)
+    recall = _div(tp, tp + fn)
+    f1 = _div(2 * tp, 2 * tp + fp + fn)
+    return {
+        "precision": precision,
+        "recall": recall,
+        "specificity": _div(tn, tn + fp),
+        "npv": _div(tn, tn + fn),
+        "f1": f1,
+    }
+
+
+def _ranking(y: np.ndarray, score: np.ndarray) -> dict[str, Any]:
+    """ROC AUC, average precision and ROC points of a binary problem (nan if one class)."""
+    if len(np.unique(y)) < 2:
+        nan = float("nan")
+        return {
+            "roc_auc": nan,
+            "average_precision": nan,
+            "roc": {"fpr": [], "tpr": [], "thresholds": []},
+        }
+    fpr, tpr, thr = skm.roc_curve(y, score)
+    thr = np.where(np.isfinite(thr), thr, 1.0)
+    return {
+        "roc_auc": float(skm.roc_auc_score(y, score)),
+        "average_precision": float(skm.average_precision_score(y, score)),
+        "roc": {"fpr": fpr.tolist(), "tpr": tpr.tolist(), "thresholds": thr.tolist()},
+    }
+
+
+def classification_metrics(
+    y_true: Sequence[int] | Sequence[str] | np.ndarray,
+    proba: np.ndarray,
+    class_names: Sequence[str],
+) -> dict[str, Any]:
+    """All classification metrics of one test (or validation) part.
+
+    Parameters
+    ----------
+    y_true : array-like, shape (N,)
+        True classes, as indices into ``class_names`` or as the names themselves.
+    proba : ndarray, shape (N, K)
+        Predicted class probabilities (rows sum to 1); the prediction is the argmax.
+    class_names : sequence of str, length K
+        Names in the order of ``proba``'s columns; for K = 2 the second is positive.
+
+    Returns
+    -------
+    dict
+        ``n``, ``n_per_class``, the :data:`SCALAR_METRICS` (``ppv`` = ``precision``,
+        ``sensitivity`` = ``recall``; macro one-vs-rest means for K > 2),
+        ``confusion_matrix`` (K x K list, rows true, columns predicted, in
+        ``class_names`` order), ``roc`` (binary: ``{fpr, tpr, thresholds}``; K > 2:
+        one such dict per class) and, for K > 2, ``per_class`` one-vs-rest metrics.
+    """
+    names = [str(c) for c in class_names]
+    k = len(names)
+    proba = np.asarray(proba, dtype=float)
+    if k < 2 or proba.ndim != 2 or proba.shape[1] != k:
+        raise ConfigError(
+            f"classification_metrics: expected proba of shape (N, {k}) for classes {names} "
+            f"(K >= 2), got {proba.shape}"
+        )
+    y = np.asarray(y_true)
+    if y.dtype.kind in "OUS":
+        lookup = {n: i for i, n in enumerate(names)}
+        unknown = sorted(set(y.astype(str)) - set(lookup))
+        if unknown:
+            raise ConfigError(f"classification_metrics: labels {unknown} not in {names}")
+        y = np.array([lookup[v] for v in y.astype(str)], dtype=int)
+    y = y.astype(int)
+    if y.shape != (proba.shape[0],):
+        raise ConfigError(
+            f"classification_metrics: y_true has shape {y.shape}, proba {proba.shape}; "
+            "expected one label per row"
+        )
+    if len(y) and (y.min() < 0 or y.max() >= k):
+        raise ConfigError(f"classification_metrics: class indices must lie in 0..{k - 1}")
+    pred = proba.argmax(axis=1)
+    cm = skm.confusion_matrix(y, pred, labels=list(range(k)))
+    recalls = [_div(cm[i, i], cm[i].sum()) for i in range(k)]
+    present = [r for r in recalls if not math.isnan(r)]
+    out: dict[str, Any] = {
+        "n": int(len(y)),
+        "n_per_class": {names[i]: int(cm[i].sum()) for i in range(k)},
+        "accuracy": _div(np.trace(cm), cm.sum()),
+        "balanced_accuracy": float(np.mean(present)) if present else float("nan"),
+    }
+    if k == 2:
+        out.update(_binary_counts(y, pred))
+        out.update(_ranking(y, proba[:, 1]))
+        out["positive_class"] = names[1]
+    else:
+        per_class = {}
+        for i, name in enumerate(names):
+            yi, pi = (y == i).astype(int), (pred == i).astype(int)
+            per_class[name] = {**_binary_counts(yi, pi), **_ranking(yi, proba[:, i])}
+        for key in ("precision", "recall", "specificity", "npv", "f1", "average_precision"):
+            vals = [v[key] for v in per_class.values() if not math.isnan(v[key])]
+            out[key] = float(np.mean(vals)) if vals else float("nan")
+        if len(np.unique(y)) == k:
+            p = proba / proba.sum(axis=1, keepdims=True)
+            out["roc_auc"] = float(skm.roc_auc_score(y, p, multi_class="ovr", average="macro"))
+        else:
+            out["roc_auc"] = float("nan")
+        out["roc"] = {name: v.pop("roc") for name, v in per_class.items()}
+        out["per_class"] = per_class
+    out["ppv"] = out["precision"]
+    out["sensitivity"] = out["recall"]
+    out["confusion_matrix"] = cm.tolist()
+    out["class_names"] = names
+    return out
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Recursively convert numpy scalars/arrays and nan to JSON-safe values (nan -> None)."""
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _scalars(d: Mapping[str, Any]) -> dict[str, float]:
+    """Numeric scalar entries of a metrics dict; ``per_class`` flattened to metric_class."""
+    out: dict[str, float] = {}
+    for key, value in d.items():
+        if key == "fold":
+            continue
+        if key == "per_class" and isinstance(value, Mapping):
+            for cls, m in value.items():
+                for mk, mv in m.items():
+                    if isinstance(mv, (int, float)) and not isinstance(mv, bool):
+                        out[f"{mk}_{cls}"] = float(mv)
+        elif value is None:
+            out[key] = float("nan")
+        elif isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+            out[key] = float(value)
+    return out
+
+
+def summarize_metrics(
+    per_fold: Sequence[Mapping[str, Any]] | Mapping[Any, Mapping[str, Any]],
+) -> pd.DataFrame:
+    """One row per fold plus mean, SD and a t-based 95 % confidence interval.
+
+    Parameters
+    ----------
+    per_fold : sequence of dict, or dict fold -> dict
+        Metrics dicts (as in ``metrics.json``). In a sequence, a dict's ``fold`` key
+        names its fold (else its position).
+
+    Returns
+    -------
+    DataFrame
+        Index ``fold``: the folds, then ``mean``, ``sd`` (ddof 1), ``ci95_low``,
+        ``ci95_high`` (mean -+ t(0.975, n-1) * sd / sqrt(n); nan for one fold).
+        Columns: every numeric scalar metric (e.g. ``balanced_accuracy``); nested
+        per-class metrics become ``<metric>_<class>``. Folds missing a metric get nan.
+    """
+    if isinstance(per_fold, Mapping):
+        items = list(per_fold.items())
+    else:
+        items = [(d.get("fold", i), d) for i, d in enumerate(per_fold)]
+    if not items:
+        raise ConfigError("summarize_metrics: expected at least one fold's metrics, got none")
+    rows = pd.DataFrame([_scalars(d) for _, d in items], index=[f for f, _ in items])
+    n = rows.notna().sum()
+    mean = rows.mean()
+    sd = rows.std(ddof=1)
+    t = pd.Series(
+        [stats.t.ppf(0.975, m - 1) if m > 1 else float("nan") for m in n], index=rows.columns
+    )
+    half = t * sd / np.sqrt(n.where(n > 0))
+    summary = pd.DataFrame(
+        [mean, sd, mean - half, mean + half], index=list(SUMMARY_ROWS), columns=rows.columns
+    )
+    table = pd.concat([rows, summary])
+    table.index = pd.Index(list(table.index), name="fold", dtype=object)
+    return table
+
+
+def read_metrics_json(path: str | Path) -> dict[str, Any]:
+    """Read one ``metrics.json`` written by :func:`brainlens.training.train_fold`."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputFileError(p, "metrics file not found", "run the training step for this fold")
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as err:
+        raise InputFileError(p, f"not valid JSON ({err})", "re-run the training step") from err
+
+
+def write_metrics_summary(metrics_jsons: Sequence[str | Path], out_tsv: str | Path) -> pd.DataFrame:
+    """Summarise per-fold ``metrics.json`` files into one TSV.
+
+    Parameters
+    ----------
+    metrics_jsons : sequence of path
+        One file per fold; each one's ``fold`` key (else its position) labels its row.
+    out_tsv : path
+        Output TSV (index column ``fold``), written atomically.
+
+    Returns
+    -------
+    DataFrame
+        The table from :func:`summarize_metrics`.
+    """
+    per_fold = []
+    for i, path in enumerate(metrics_jsons):
+        d = read_metrics_json(path)
+        d.setdefault("fold", i)
+        per_fold.append(d)
+    folds = [d["fold"] for d in per_fold]
+    if len(set(folds)) != len(folds):
+        raise ConfigError(f"write_metrics_summary: duplicate fold ids {folds} among the inputs")
+    table = summarize_metrics(per_fold)
+    out = Path(out_tsv)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    table.to_csv(tmp, sep="\t", float_format="%.6g")
+    tmp.replace(out)
+    return table
