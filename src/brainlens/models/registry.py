@@ -1,0 +1,257 @@
+"""The model registry: names -> :class:`ModelSpec`, and :func:`build_model`."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from brainlens.errors import ModelError
+from brainlens.models import eitel2019, korolev2017, ng2018, rieke2018
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One registry entry: how to build a model and how its paper trained it.
+
+    Attributes
+    ----------
+    builder : callable
+        ``builder(*, in_shape, n_classes, **options) -> nn.Module``.
+    ndim : {2, 3}
+        Spatial dimensionality of the model input: (C, H, W) or (C, X, Y, Z).
+    optimizer : str
+        Optimizer name (``"adam"``).
+    lr : float
+        Learning rate.
+    batch_size : int
+        Mini-batch size.
+    epochs : int
+        Training epochs.
+    weight_decay : float
+        L2 weight decay.
+    transform : str or None
+        Name in :data:`brainlens.transforms.TRANSFORMS` that turns a (C, X, Y, Z) volume into
+        this model's input; ``None`` for 3D models.
+    citation : str
+        One-line citation.
+    notes : str
+        Deviations from the paper and settings the paper did not report.
+    transform_options : Mapping
+        Default options for ``transform``.
+    loss : str
+        Loss on the logits (``"cross_entropy"``; softmax lives in the loss).
+    """
+
+    builder: Callable[..., nn.Module]
+    ndim: Literal[2, 3]
+    optimizer: str
+    lr: float
+    batch_size: int
+    epochs: int
+    weight_decay: float
+    transform: str | None
+    citation: str
+    notes: str
+    transform_options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    loss: str = "cross_entropy"
+
+    def default_options(self) -> dict[str, Any]:
+        """Options accepted by :func:`build_model` for this model, with their defaults."""
+        params = inspect.signature(self.builder).parameters
+        return {
+            k: p.default
+            for k, p in params.items()
+            if k not in ("in_shape", "n_classes") and p.kind is inspect.Parameter.KEYWORD_ONLY
+        }
+
+
+def _frozen(**kw: Any) -> Mapping[str, Any]:
+    return MappingProxyType(dict(kw))
+
+
+MODELS: dict[str, ModelSpec] = {
+    "ng2018_3d": ModelSpec(
+        builder=ng2018.build,
+        ndim=3,
+        optimizer="adam",
+        lr=1e-4,
+        batch_size=2,
+        epochs=50,
+        weight_decay=0.0,
+        transform=None,
+        citation="Ng et al. 2018, 3D CNN and class activation maps for migraine classification",
+        notes="Paper input (2, 121, 145, 121) = 1.5 mm grid with 2 channels. Softmax output "
+        "replaced by logits. Glorot-uniform init.",
+    ),
+    "rieke2018_3d": ModelSpec(
+        builder=rieke2018.build,
+        ndim=3,
+        optimizer="adam",
+        lr=1e-4,
+        batch_size=5,
+        epochs=20,
+        weight_decay=0.0,
+        transform=None,
+        citation="Rieke et al. 2018, Visualizing convolutional networks for MRI-based "
+        "diagnosis of Alzheimer's disease",
+        notes="Valid convs; pool sizes (2, 3, 2, 3) inferred from the printed 5120-unit "
+        "flatten; dropout 0.8 before FC 128. Needs >= 78 voxels per axis.",
+    ),
+    "eitel_baseline_3d": ModelSpec(
+        builder=eitel2019.build_baseline,
+        ndim=3,
+        optimizer="adam",
+        lr=1e-4,
+        batch_size=8,
+        epochs=50,
+        weight_decay=1e-4,
+        transform=None,
+        citation="Eitel et al. 2019, Harnessing spatial MRI normalization: patch individual "
+        "filter layers for CNNs (baseline)",
+        notes="Paper tuned lr, weight decay, filters and dropout per task without reporting "
+        "them: these settings are our choice. Needs >= 16 voxels per axis.",
+    ),
+    "pif_3d": ModelSpec(
+        builder=eitel2019.build_pif,
+        ndim=3,
+        optimizer="adam",
+        lr=1e-4,
+        batch_size=8,
+        epochs=50,
+        weight_decay=1e-4,
+        transform=None,
+        citation="Eitel et al. 2019, Harnessing spatial MRI normalization: patch individual "
+        "filter layers for CNNs",
+        notes="Settings not reported by the paper (our choice). Paper used only flips as "
+        "augmentation for PIF (translations misalign patches). Needs >= 16*grid voxels/axis.",
+    ),
+    "vgg3d": ModelSpec(
+        builder=korolev2017.build_vgg3d,
+        ndim=3,
+        optimizer="adam",
+        lr=1e-4,
+        batch_size=8,
+        epochs=150,
+        weight_decay=0.0,
+        transform=None,
+        citation="Korolev et al. 2017, Residual and plain convolutional neural networks for 3D "
+        "brain MRI classification (VoxCNN); settings of Xing et al.'s 3D baselines",
+        notes="Same padding; no BN after FC 128. width=8 is Korolev's size.",
+    ),
+    "resnet3d": ModelSpec(
+        builder=korolev2017.build_resnet3d,
+        ndim=3,
+        optimizer="adam",
+        lr=1e-4,
+        batch_size=8,
+        epochs=150,
+        weight_decay=0.0,
+        transform=None,
+        citation="Korolev et al. 2017, Residual and plain convolutional neural networks for 3D "
+        "brain MRI classification (VoxResNet); settings of Xing et al.'s 3D baselines",
+        notes="Global max pooling instead of a fixed 7^3 pool. width=32 is Korolev's size; "
+        "use width=8 on CPU.",
+    ),
+}
+
+
+def _check_in_shape(name: str, in_shape: object, ndim: int) -> tuple[int, ...]:
+    want = "(C, H, W)" if ndim == 2 else "(C, X, Y, Z)"
+    ok = (
+        isinstance(in_shape, tuple | list | torch.Size)
+        and len(in_shape) == ndim + 1
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in in_shape)
+    )
+    if not ok:
+        raise ModelError(
+            f"model {name!r}: in_shape={in_shape!r} is invalid: expected {ndim + 1} positive "
+            f"integers {want} for one sample without the batch axis. Fix: pass e.g. "
+            f"in_shape={(1, 91, 109, 91) if ndim == 3 else (1, 160, 160)}."
+        )
+    return tuple(int(v) for v in in_shape)
+
+
+def build_model(
+    name: str, *, in_shape: tuple[int, ...], n_classes: int, **options: Any
+) -> nn.Module:
+    """Build a registry model for one input shape.
+
+    Parameters
+    ----------
+    name : str
+        Key of :data:`MODELS`.
+    in_shape : tuple of int
+        One sample's shape without the batch axis: (C, X, Y, Z) for 3D models, (C, H, W) for
+        2D models (the output of the spec's transform).
+    n_classes : int
+        Number of classes (>= 2); the model returns logits (N, n_classes).
+    **options
+        Architecture options; see ``MODELS[name].default_options()``.
+
+    Returns
+    -------
+    torch.nn.Module
+        The model, with attribute ``cam_layer`` (the module whose output is the last
+        convolutional feature map).
+
+    Raises
+    ------
+    ModelError
+        Unknown name or option, invalid ``in_shape``/``n_classes``, or an input too small for
+        the architecture (the message gives the minimum).
+    """
+    if name not in MODELS:
+        raise ModelError(
+            f"unknown model {name!r}: expected one of {sorted(MODELS)}. Fix: pick a name from "
+            f"that list."
+        )
+    spec = MODELS[name]
+    shape = _check_in_shape(name, in_shape, spec.ndim)
+    if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
+        raise ModelError(
+            f"model {name!r}: n_classes={n_classes!r} is invalid: expected an integer >= 2. "
+            f"Fix: pass the number of diagnostic groups."
+        )
+    allowed = spec.default_options()
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ModelError(
+            f"model {name!r}: unknown option(s) {unknown}: expected a subset of "
+            f"{sorted(allowed)}. Fix: remove or rename them."
+        )
+    model = spec.builder(in_shape=shape, n_classes=n_classes, **options)
+    if not isinstance(getattr(model, "cam_layer", None), nn.Module):
+        raise ModelError(f"model {name!r}: builder returned a model without a cam_layer module")
+    return model
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """Count parameters the way Keras prints them.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Any model.
+
+    Returns
+    -------
+    trainable : int
+        Sum of ``numel`` of parameters with ``requires_grad``.
+    total : int
+        ``trainable`` + frozen parameters + batch-norm ``running_mean`` and ``running_var``
+        (not ``num_batches_tracked``).
+    """
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    stats = sum(
+        b.numel()
+        for n, b in model.named_buffers()
+        if n.endswith("running_mean") or n.endswith("running_var")
+    )
+    return trainable, trainable + frozen + stats
