@@ -1,0 +1,515 @@
+"""Attribution methods and the :data:`METHODS` registry.
+
+Every method takes one sample ``x`` of shape (1, C, *spatial), a target class and
+plain keyword options, and returns a relevance map of the input's spatial shape
+(``layer_maps`` returns a dict of such maps). **Higher = more relevant** for the
+target class everywhere; each :class:`MethodSpec` states its sign convention.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from captum.attr import (
+    FeatureAblation,
+    GuidedBackprop,
+    IntegratedGradients,
+    LayerGradCam,
+    Occlusion,
+    Saliency,
+)
+from torch import nn
+
+from brainlens.attribution._common import (
+    AttributionError,
+    check_sample,
+    check_target,
+    model_device,
+    resolve_layer,
+    to_numpy_map,
+    upsample,
+)
+from brainlens.errors import ConfigError
+
+_OUTPUTS = ("logit", "probability")
+
+
+def _forward_func(model: nn.Module, output: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    if output not in _OUTPUTS:
+        raise ConfigError(f"output: expected one of {list(_OUTPUTS)}, got {output!r}")
+    if output == "logit":
+        return model
+
+    def prob(inp: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(model(inp), dim=1)
+
+    return prob
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ConfigError(f"{name}: expected a positive int, got {value!r}")
+    return int(value)
+
+
+def _window(name: str, value: int | tuple[int, ...], n_spatial: int) -> tuple[int, ...]:
+    vals = (value,) * n_spatial if isinstance(value, int | np.integer) else tuple(value)
+    if len(vals) != n_spatial:
+        raise ConfigError(
+            f"{name}: expected an int or {n_spatial} ints (one per spatial axis), got {value!r}"
+        )
+    return tuple(_positive_int(name, v) for v in vals)
+
+
+# --------------------------------------------------------------------------- gradients
+
+
+def _with_grad(x: torch.Tensor) -> torch.Tensor:
+    return x.detach().clone().requires_grad_(True)
+
+
+def gradients(model: nn.Module, x: torch.Tensor, target: int) -> np.ndarray:
+    """Saliency: absolute gradient of the target logit w.r.t. the input.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Classifier returning logits (N, n_classes).
+    x : torch.Tensor, shape (1, C, *spatial)
+        One sample.
+    target : int
+        Class index.
+
+    Returns
+    -------
+    np.ndarray, shape spatial
+        ``sum_c |d logit_target / d x_c|`` (>= 0).
+    """
+    attr = Saliency(model).attribute(_with_grad(x), target=target, abs=True)
+    return to_numpy_map(attr[0].sum(0))
+
+
+def guided_backprop(model: nn.Module, x: torch.Tensor, target: int) -> np.ndarray:
+    """Guided backpropagation (ReLU modules pass only positive gradients), absolute value.
+
+    Returns
+    -------
+    np.ndarray, shape spatial
+        ``sum_c |guided gradient_c|`` (>= 0).
+    """
+    with warnings.catch_warnings():
+        # Captum announces that it hooks the ReLU modules (and removes the hooks after)
+        warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
+        attr = GuidedBackprop(model).attribute(_with_grad(x), target=target)
+    return to_numpy_map(attr[0].abs().sum(0))
+
+
+def integrated_gradients(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: int,
+    *,
+    n_steps: int = 32,
+    baseline: float = 0.0,
+    internal_batch_size: int = 4,
+) -> np.ndarray:
+    """Integrated gradients of the target logit from a constant baseline, signed.
+
+    Parameters
+    ----------
+    n_steps : int
+        Points of the path integral (Gauss-Legendre).
+    baseline : float
+        Constant baseline intensity (0 = background of a skull-stripped scan).
+    internal_batch_size : int
+        Path points evaluated per forward/backward pass (bounds memory on 3D volumes).
+
+    Returns
+    -------
+    np.ndarray, shape spatial
+        Sum over channels of the attributions; positive = evidence for ``target``.
+        The map sums to ``logit(x) - logit(baseline)`` up to the integration error.
+    """
+    n_steps = _positive_int("n_steps", n_steps)
+    internal_batch_size = _positive_int("internal_batch_size", internal_batch_size)
+    attr = IntegratedGradients(model).attribute(
+        x,
+        baselines=float(baseline),
+        target=target,
+        n_steps=n_steps,
+        internal_batch_size=internal_batch_size,
+    )
+    return to_numpy_map(attr[0].sum(0))
+
+
+# --------------------------------------------------------------------------- occlusion
+
+
+def occlusion(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: int,
+    *,
+    patch: int | tuple[int, ...] = 8,
+    stride: int | tuple[int, ...] | None = None,
+    baseline: float = 0.0,
+    output: str = "logit",
+    batch_size: int = 8,
+) -> np.ndarray:
+    """Sliding-patch occlusion: drop of the target score when a patch is set to ``baseline``.
+
+    Parameters
+    ----------
+    patch : int or tuple of int
+        Patch edge in voxels (all channels are occluded together).
+    stride : int, tuple of int or None
+        Step between patches; None = ``patch`` (non-overlapping). Overlapping
+        patches are averaged per voxel.
+    baseline : float
+        Value written into the occluded patch.
+    output : {"logit", "probability"}
+        Score whose drop is measured (softmax probability as in Rieke et al. 2018;
+        logits do not saturate).
+    batch_size : int
+        Occluded copies evaluated per forward pass.
+
+    Returns
+    -------
+    np.ndarray, shape spatial
+        ``score(x) - score(x with patch occluded)``, signed: positive = the patch
+        supported ``target``.
+    """
+    n_sp = x.ndim - 2
+    patch_t = _window("patch", patch, n_sp)
+    stride_t = patch_t if stride is None else _window("stride", stride, n_sp)
+    c = x.shape[1]
+    attr = Occlusion(_forward_func(model, output)).attribute(
+        x,
+        sliding_window_shapes=(c, *patch_t),
+        strides=(c, *stride_t),
+        baselines=float(baseline),
+        target=target,
+        perturbations_per_eval=_positive_int("batch_size", batch_size),
+    )
+    return to_numpy_map(attr[0, 0])
+
+
+def region_occlusion(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: int,
+    *,
+    atlas_labels: np.ndarray | None = None,
+    background_label: int = 0,
+    baseline: float = 0.0,
+    output: str = "logit",
+    batch_size: int = 8,
+) -> np.ndarray:
+    """Atlas-region occlusion: each region is occluded as a whole (Rieke et al. 2018's AAL areas).
+
+    Parameters
+    ----------
+    atlas_labels : np.ndarray of int, shape spatial
+        Atlas label volume on the input grid; every distinct label is one region.
+    background_label : int
+        Label whose voxels get relevance 0 (they are still occluded once, as one region).
+    baseline, output, batch_size
+        As in :func:`occlusion`.
+
+    Returns
+    -------
+    np.ndarray, shape spatial
+        Each region's score drop ``score(x) - score(x without region)`` painted on
+        its voxels; signed, positive = the region supported ``target``.
+    """
+    spatial = tuple(x.shape[2:])
+    if atlas_labels is None:
+        raise ConfigError(
+            "region_occlusion: option `atlas_labels` is required (an int label volume on the "
+            "input grid). Fix: pass atlas_labels=<(X, Y, Z) int array>"
+        )
+    labels = np.asarray(atlas_labels)
+    if labels.shape != spatial:
+        raise AttributionError(
+            f"atlas_labels: expected shape {spatial} (the input's spatial shape), got "
+            f"{labels.shape}. Fix: resample the atlas to the analysis grid (nearest neighbour)"
+        )
+    if not np.issubdtype(labels.dtype, np.integer):
+        if not np.all(np.isfinite(labels)) or not np.all(labels == np.round(labels)):
+            raise AttributionError(
+                f"atlas_labels: expected integer labels, got dtype {labels.dtype} with "
+                "non-integer values. Fix: resample the atlas with nearest-neighbour interpolation"
+            )
+        labels = labels.astype(np.int64)
+    _, inverse = np.unique(labels, return_inverse=True)
+    mask = torch.as_tensor(inverse.reshape(spatial), device=x.device)[None, None]
+    attr = FeatureAblation(_forward_func(model, output)).attribute(
+        x,
+        baselines=float(baseline),
+        target=target,
+        feature_mask=mask,
+        perturbations_per_eval=_positive_int("batch_size", batch_size),
+    )
+    out = to_numpy_map(attr[0, 0])
+    out[labels == background_label] = 0.0
+    return out
+
+
+# --------------------------------------------------------------------------- CAM family
+
+
+def gradcam(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: int,
+    *,
+    layer: str | None = None,
+    relu: bool = True,
+) -> np.ndarray:
+    """Grad-CAM on ``model.cam_layer``, truly 3D.
+
+    Channel weights are the target-logit gradients averaged over **all** spatial
+    axes of the layer (Captum's ``LayerGradCam``), the weighted channel sum is
+    optionally rectified and upsampled trilinearly (bilinearly in 2D) to the input.
+
+    Parameters
+    ----------
+    layer : str or None
+        Dotted module name to explain instead of ``model.cam_layer``.
+    relu : bool
+        Keep only the positive part (Selvaraju et al.): negative values are
+        evidence for other classes.
+
+    Returns
+    -------
+    np.ndarray, shape spatial
+        >= 0 when ``relu``; otherwise signed (positive = evidence for ``target``).
+    """
+    module = resolve_layer(model, layer)
+    cam = LayerGradCam(model, module).attribute(x, target=target, relu_attributions=bool(relu))
+    return to_numpy_map(upsample(cam, tuple(x.shape[2:]))[0, 0])
+
+
+def _layer_output(model: nn.Module, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    store: list[torch.Tensor] = []
+
+    def hook(_m: nn.Module, _inp: tuple, out: torch.Tensor) -> None:
+        store.append(out.detach())
+
+    handle = module.register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        handle.remove()
+    if not store or not isinstance(store[0], torch.Tensor):
+        raise AttributionError(
+            f"layer {type(module).__name__}: did not produce a tensor during the forward pass. "
+            "Fix: choose a module that is called in forward()"
+        )
+    return store[0]
+
+
+def _minmax(a: np.ndarray) -> np.ndarray:
+    lo, hi = float(a.min()), float(a.max())
+    if hi == lo:
+        return np.zeros_like(a)
+    return (a - lo) / (hi - lo)
+
+
+def cam_ng2018(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: int,
+    *,
+    layer: str | None = None,
+) -> np.ndarray:
+    """Class-invariant CAM of Ng et al. 2018: last-conv feature maps summed over channels.
+
+    The channel sum is upsampled to the input grid and min-max normalised so
+    that the most active voxel is 1 and the least active 0 (no inversion).
+    ``target`` is checked but does not change the map (class-invariant).
+
+    Parameters
+    ----------
+    layer : str or None
+        Dotted module name to use instead of ``model.cam_layer``.
+
+    Returns
+    -------
+    np.ndarray, shape spatial
+        Values in [0, 1]; all zeros if the feature map is constant.
+    """
+    module = resolve_layer(model, layer)
+    feats = _layer_output(model, module, x)
+    summed = feats.sum(dim=1, keepdim=True)
+    return _minmax(to_numpy_map(upsample(summed, tuple(x.shape[2:]))[0, 0]))
+
+
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def layer_maps(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: int,
+    *,
+    layers: list[str] | None = None,
+    kind: str = "gradcam",
+) -> dict[str, np.ndarray]:
+    """Per-layer maps (for 2D slice models, works in 3D too).
+
+    Parameters
+    ----------
+    layers : list of str or None
+        Dotted module names; None = every ``nn.Conv*`` module in registration order.
+    kind : {"gradcam", "activation"}
+        ``"gradcam"``: rectified Grad-CAM of each layer (>= 0);
+        ``"activation"``: the layer's channel-mean activation, min-max normalised to [0, 1].
+
+    Returns
+    -------
+    dict of str to np.ndarray, each of shape spatial
+        Layer name -> map upsampled to the input grid.
+    """
+    if kind not in ("gradcam", "activation"):
+        raise ConfigError(f"kind: expected 'gradcam' or 'activation', got {kind!r}")
+    if layers is None:
+        names = [n for n, m in model.named_modules() if isinstance(m, _CONV)]
+        if not names:
+            raise ConfigError(
+                f"layer_maps: model {type(model).__name__} has no nn.Conv* modules. "
+                "Fix: pass layers=[<module names>]"
+            )
+    else:
+        names = list(layers)
+    spatial = tuple(x.shape[2:])
+    out: dict[str, np.ndarray] = {}
+    for name in names:
+        module = resolve_layer(model, name)
+        if kind == "gradcam":
+            cam = LayerGradCam(model, module).attribute(x, target=target, relu_attributions=True)
+            out[name] = to_numpy_map(upsample(cam, spatial)[0, 0])
+        else:
+            act = _layer_output(model, module, x).mean(dim=1, keepdim=True)
+            out[name] = _minmax(to_numpy_map(upsample(act, spatial)[0, 0]))
+    return out
+
+
+# --------------------------------------------------------------------------- registry
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One registered attribution method.
+
+    Attributes
+    ----------
+    func : callable
+        ``func(model, x, target, **options)``.
+    sign : str
+        ``"absolute"`` (>= 0, magnitude of a gradient), ``"signed"`` (positive =
+        evidence for the target), ``"positive"`` (rectified, >= 0) or
+        ``"normalised"`` (min-max to [0, 1]).
+    returns_dict : bool
+        True if the method returns ``{layer name: map}`` instead of one map.
+    """
+
+    func: Callable[..., np.ndarray | dict[str, np.ndarray]]
+    sign: str
+    returns_dict: bool = False
+
+    def options(self) -> list[str]:
+        """Names of the keyword options the method accepts."""
+        params = inspect.signature(self.func).parameters.values()
+        return [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
+
+
+#: name -> :class:`MethodSpec`. Tests may add entries (e.g. with ``monkeypatch.setitem``).
+METHODS: dict[str, MethodSpec] = {
+    "gradients": MethodSpec(gradients, "absolute"),
+    "guided_backprop": MethodSpec(guided_backprop, "absolute"),
+    "integrated_gradients": MethodSpec(integrated_gradients, "signed"),
+    "occlusion": MethodSpec(occlusion, "signed"),
+    "region_occlusion": MethodSpec(region_occlusion, "signed"),
+    "gradcam": MethodSpec(gradcam, "positive"),
+    "cam_ng2018": MethodSpec(cam_ng2018, "normalised"),
+    "layer_maps": MethodSpec(layer_maps, "positive", returns_dict=True),
+}
+
+
+def get_method(method: str) -> MethodSpec:
+    """Look up a method by name, with a clear error for unknown names."""
+    spec = METHODS.get(method) if isinstance(method, str) else None
+    if spec is None:
+        raise ConfigError(f"attribution method: expected one of {sorted(METHODS)}, got {method!r}")
+    return spec
+
+
+def check_options(method: str, options: dict) -> None:
+    """Raise :class:`~brainlens.errors.ConfigError` for options ``method`` does not take."""
+    spec = get_method(method)
+    params = inspect.signature(spec.func).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return
+    allowed = spec.options()
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ConfigError(
+            f"attribution method {method!r}: unknown option(s) {unknown}; "
+            f"expected a subset of {allowed}"
+        )
+
+
+def attribute(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    method: str,
+    target: int,
+    **options: object,
+) -> np.ndarray | dict[str, np.ndarray]:
+    """Relevance map of one sample for one class.
+
+    The model is put in eval mode; ``x`` is moved to the model's device.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Classifier: (N, C, *spatial) -> logits (N, n_classes); CAM methods need
+        ``model.cam_layer`` (or a ``layer`` option).
+    x : torch.Tensor, shape (1, C, X, Y, Z) or (1, C, H, W)
+        One sample.
+    method : str
+        A key of :data:`METHODS`.
+    target : int
+        Class index to explain.
+    **options
+        Keyword options of the method (see each method's docstring).
+
+    Returns
+    -------
+    np.ndarray, float32, shape (X, Y, Z) or (H, W)
+        Relevance, higher = more relevant; channels are reduced as each method
+        documents. ``layer_maps`` returns ``{layer name: map}``.
+    """
+    spec = get_method(method)
+    check_options(method, options)
+    check_sample(x)
+    model.eval()
+    x = x.detach().to(model_device(model))
+    check_target(model, x, target)
+    result = spec.func(model, x, int(target), **options)
+    maps = result.values() if isinstance(result, dict) else [result]
+    for m in maps:
+        if m.shape != tuple(x.shape[2:]):
+            raise AttributionError(
+                f"method {method!r}: returned a map of shape {m.shape}, expected the input's "
+                f"spatial shape {tuple(x.shape[2:])}"
+            )
+    return result
