@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from brainlens.transforms import TRANSFORMS, make_transform
 from torch import nn
 
 from brainlens.errors import ModelError
@@ -19,6 +20,11 @@ TINY: dict[str, tuple[tuple[int, ...], dict]] = {
     "pif_3d": ((1, 32, 33, 16), {"filters": (2, 2, 4, 4), "grid": (2, 2, 1), "pif_filters": 4}),
     "vgg3d": ((1, 16, 17, 18), {"width": 2}),
     "resnet3d": ((1, 5, 6, 7), {"width": 2}),
+    "rao_2d": ((1, 5, 7), {}),
+    "rao_2d_deep": ((1, 32, 33), {}),
+    "dynimg_vgg11_att": ((1, 16, 17), {"width": 2}),
+    "avgpool_vgg11": ((3, 17, 16), {"width": 2, "attention": False}),
+    "maxpool_vgg11": ((1, 16, 16), {"width": 1}),
 }
 
 # name -> (an in_shape one voxel too small along axis 0, options)
@@ -28,6 +34,9 @@ TOO_SMALL: dict[str, tuple[tuple[int, ...], dict]] = {
     "eitel_baseline_3d": ((1, 15, 16, 16), {}),
     "pif_3d": ((1, 31, 32, 32), {}),
     "vgg3d": ((1, 15, 16, 16), {}),
+    "rao_2d": ((1, 3, 160), {}),
+    "rao_2d_deep": ((1, 31, 160), {}),
+    "dynimg_vgg11_att": ((1, 15, 16), {"width": 1}),
 }
 
 
@@ -126,6 +135,9 @@ def test_spec_default_options_and_settings() -> None:
         assert spec.ndim in (2, 3), name
         assert spec.lr > 0 and spec.batch_size >= 1 and spec.epochs >= 1, name
         assert (spec.transform is None) == (spec.ndim == 3), name
+        if spec.transform is not None:
+            assert spec.transform in TRANSFORMS, name
+            make_transform(spec.transform, **spec.transform_options)
         assert "in_shape" not in spec.default_options()
     assert MODELS["ng2018_3d"].batch_size == 2 and MODELS["ng2018_3d"].epochs == 50
     assert MODELS["rieke2018_3d"].batch_size == 5 and MODELS["rieke2018_3d"].epochs == 20
@@ -179,3 +191,61 @@ def test_parameter_counts_match_papers(
     assert got_trainable == trainable
     if total is not None:
         assert got_total == total
+
+
+@pytest.mark.parametrize(
+    ("name", "n_classes", "trainable", "total"),
+    [
+        ("rao_2d", 2, 108_402, 108_514),
+        ("rao_2d_deep", 3, 20_667, 20_891),
+    ],
+)
+def test_rao_keras_parameter_counts(name: str, n_classes: int, trainable: int, total: int) -> None:
+    model = build_model(name, in_shape=(1, 160, 160), n_classes=n_classes)
+    assert count_parameters(model) == (trainable, total)
+
+
+def test_pretrained_backbone_roundtrip_and_errors(tmp_path) -> None:
+    source = build_model("dynimg_vgg11_att", in_shape=(1, 16, 16), n_classes=2, width=1)
+    state = {f"features.{k}": v for k, v in source.features.state_dict().items()}
+    state["classifier.6.weight"] = torch.zeros(3, 3)  # an ImageNet head is ignored
+    good = tmp_path / "vgg11.pt"
+    torch.save(state, good)
+    model = build_model(
+        "dynimg_vgg11_att", in_shape=(1, 16, 16), n_classes=2, width=1, pretrained=str(good)
+    )
+    assert torch.equal(model.features[18].weight, source.features[18].weight)
+
+    with pytest.raises(ModelError, match=r"does not exist"):
+        build_model(
+            "dynimg_vgg11_att",
+            in_shape=(1, 16, 16),
+            n_classes=2,
+            width=1,
+            pretrained=str(tmp_path / "missing.pt"),
+        )
+    with pytest.raises(ModelError, match=r"features.0.weight: expected \(2, 1, 3, 3\)"):
+        build_model(
+            "dynimg_vgg11_att", in_shape=(1, 16, 16), n_classes=2, width=2, pretrained=str(good)
+        )
+    del state["features.18.bias"]
+    state["features.21.weight"] = torch.zeros(1)
+    torch.save(state, tmp_path / "bad.pt")
+    with pytest.raises(ModelError, match=r"missing keys \['features.18.bias'\].*features.21"):
+        build_model(
+            "dynimg_vgg11_att",
+            in_shape=(1, 16, 16),
+            n_classes=2,
+            width=1,
+            pretrained=str(tmp_path / "bad.pt"),
+        )
+
+
+def test_attention_mask_is_a_distribution_over_positions() -> None:
+    model = build_model("dynimg_vgg11_att", in_shape=(1, 32, 48), n_classes=2, width=1)
+    model.eval()
+    with torch.no_grad():
+        model(torch.randn(2, 1, 32, 48))
+    mask = model.attention.last_mask
+    assert mask.shape == (2, 1, 2, 3)
+    assert torch.allclose(mask.sum(dim=(1, 2, 3)), torch.ones(2))

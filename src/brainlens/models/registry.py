@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from brainlens.errors import ModelError
-from brainlens.models import eitel2019, korolev2017, ng2018, rieke2018
+from brainlens.models import eitel2019, korolev2017, ng2018, rao, rieke2018, xing_dynimg
 
 
 @dataclass(frozen=True)
@@ -157,6 +157,81 @@ MODELS: dict[str, ModelSpec] = {
         "brain MRI classification (VoxResNet); settings of Xing et al.'s 3D baselines",
         notes="Global max pooling instead of a fixed 7^3 pool. width=32 is Korolev's size; "
         "use width=8 on CPU.",
+    ),
+    "rao_2d": ModelSpec(
+        builder=rao.build_shallow,
+        ndim=2,
+        optimizer="adam",
+        lr=1e-3,
+        batch_size=32,
+        epochs=50,
+        weight_decay=0.0,
+        transform="coronal_slices",
+        transform_options=_frozen(count=1),
+        citation="Rao, CNN lateralization of temporal lobe epilepsy from coronal MRI slices "
+        "(replication of Gleichgerrcht et al. 2021)",
+        notes="Exact Keras layer sizes (108,514 params at 1x160x160, 2 classes); pass "
+        "size=160 to the transform for the report's 160x160 slices. Optimizer settings "
+        "not reported: Keras Adam defaults, batch 32, 50 epochs are our choice.",
+    ),
+    "rao_2d_deep": ModelSpec(
+        builder=rao.build_deep,
+        ndim=2,
+        optimizer="adam",
+        lr=1e-3,
+        batch_size=32,
+        epochs=50,
+        weight_decay=0.0,
+        transform="coronal_slices",
+        transform_options=_frozen(count=1),
+        citation="Rao, CNN lateralization of temporal lobe epilepsy from coronal MRI slices "
+        "(deeper model, 3 classes)",
+        notes="Exact Keras layer sizes (20,891 params at 1x160x160, 3 classes); dropout "
+        "rate not printed (0.5 ours). The report also re-weighted classes. Needs >= 32 px.",
+    ),
+    "dynimg_vgg11_att": ModelSpec(
+        builder=xing_dynimg.build_dynimg_vgg11_att,
+        ndim=2,
+        optimizer="adam",
+        lr=1e-4,
+        batch_size=16,
+        epochs=150,
+        weight_decay=0.0,
+        transform="dynamic_image",
+        transform_options=_frozen(axis="z"),
+        citation="Xing et al., Dynamic image for 3D MRI image Alzheimer's disease "
+        "classification (Dyn + VGG11 + Att)",
+        notes="Paper fine-tuned ImageNet VGG11 weights on 3-channel images: pass "
+        "pretrained=<local file> and repeat_channels=3 to the transform; default is "
+        "random init. Attention softmax over positions. Needs >= 16 px.",
+    ),
+    "avgpool_vgg11": ModelSpec(
+        builder=xing_dynimg.build_avgpool_vgg11,
+        ndim=2,
+        optimizer="adam",
+        lr=1e-4,
+        batch_size=16,
+        epochs=150,
+        weight_decay=0.0,
+        transform="avg_pool",
+        transform_options=_frozen(axis="z"),
+        citation="Xing et al., Dynamic image for 3D MRI Alzheimer's disease classification "
+        "(Avg. + VGG11 + Att baseline)",
+        notes="Same network as dynimg_vgg11_att; the volume is averaged along the axis.",
+    ),
+    "maxpool_vgg11": ModelSpec(
+        builder=xing_dynimg.build_maxpool_vgg11,
+        ndim=2,
+        optimizer="adam",
+        lr=1e-4,
+        batch_size=16,
+        epochs=150,
+        weight_decay=0.0,
+        transform="max_pool",
+        transform_options=_frozen(axis="z"),
+        citation="Xing et al., Dynamic image for 3D MRI Alzheimer's disease classification "
+        "(Max. + VGG11 + Att baseline)",
+        notes="Same network as dynimg_vgg11_att; the volume is max-projected along the axis.",
     ),
 }
 
