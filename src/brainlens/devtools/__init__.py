@@ -1,0 +1,1 @@
+"""Developer tools for brainlens (not needed to run the workflow)."""
