@@ -1,0 +1,401 @@
+"""Tests of brainlens.training: one fold end to end on a tiny learnable toy task (CPU)."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+import brainlens.training.fold as fold_module
+from brainlens.errors import ConfigError
+from brainlens.folds import write_folds
+from brainlens.packing import pack_volumes
+from brainlens.training import (
+    TrainingInterrupted,
+    load_trained_model,
+    make_augmenter,
+    make_early_stopping,
+    train_fold,
+)
+
+torch.set_num_threads(1)
+SIDE = 8
+
+
+class Tiny(nn.Module):
+    """Conv -> ReLU -> dropout -> global average pool -> linear (logits)."""
+
+    def __init__(self, *, in_shape, n_classes, width=4, dropout=0.2):
+        super().__init__()
+        self.conv = nn.Conv3d(in_shape[0], width, 3, padding=1)
+        self.drop = nn.Dropout(dropout)
+        self.fc = nn.Linear(width, n_classes)
+        self.cam_layer = self.conv
+
+    def forward(self, x):
+        h = self.drop(torch.relu(self.conv(x)))
+        return self.fc(h.mean(dim=(2, 3, 4)))
+
+
+def tiny_factory(name, *, in_shape, n_classes, **options):
+    assert name == "tiny"
+    return Tiny(in_shape=in_shape, n_classes=n_classes, **options)
+
+
+def make_data(root, n_subjects=24, seed=0, sessions=False):
+    """Class 'patient' has a bright 3x3x3 blob near one corner; controls do not."""
+    rng = np.random.default_rng(seed)
+    rows, paths, ids = [], [], []
+    vol_dir = root / "vols"
+    vol_dir.mkdir(parents=True)
+    for i in range(n_subjects):
+        label = "patient" if i % 2 else "control"
+        for s in range(2 if (sessions and i % 3 == 0) else 1):
+            v = rng.normal(0, 0.3, (SIDE,) * 3).astype(np.float32)
+            if label == "patient":
+                v[1:4, 1:4, 1:4] += 2.0
+            pid, ses = f"sub-{i:02d}", (f"ses-{s + 1}" if sessions else "n/a")
+            sid = pid if ses == "n/a" else f"{pid}_{ses}"
+            p = vol_dir / f"{sid}.nii"
+            nib.save(nib.Nifti1Image(v, np.eye(4)), p)
+            rows.append({"participant_id": pid, "session_id": ses, "label": label})
+            paths.append(p)
+            ids.append(sid)
+    pack_volumes(paths, scan_ids=ids, out_npy=root / "gm.npy", out_index=root / "gm.tsv")
+    scans = pd.DataFrame(rows)
+    return scans, {"gm": (root / "gm.npy", root / "gm.tsv")}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("toy")
+    scans, packs = make_data(root, sessions=True)
+    folds_tsv = root / "folds.tsv"
+    write_folds(scans, folds_tsv, mode="kfold", n_folds=3, val_fraction=0.25, seed=1)
+    return scans, packs, folds_tsv
+
+
+def run(data, out, **kw):
+    scans, packs, folds_tsv = data
+    opts = dict(
+        packs=packs,
+        folds_tsv=folds_tsv,
+        fold=0,
+        out_dir=out,
+        model="tiny",
+        model_options={"width": 4},
+        epochs=4,
+        batch_size=4,
+        lr=0.02,
+        seed=123,
+        progress=False,
+        model_factory=tiny_factory,
+        device="cpu",
+    )
+    opts.update(kw)
+    return train_fold(**opts)
+
+
+def test_outputs_and_reload(data, tmp_path):
+    m = run(data, tmp_path / "f0", augmentation={"flip": {"y": 0.5}, "shift": 1})
+    out = tmp_path / "f0"
+    for name in [
+        "model.pt",
+        "checkpoint.pt",
+        "history.tsv",
+        "learning_curve.png",
+        "predictions.tsv",
+        "metrics.json",
+    ]:
+        assert (out / name).is_file(), name
+    hist = pd.read_csv(out / "history.tsv", sep="\t")
+    assert list(hist.columns) == [
+        "epoch",
+        "train_loss",
+        "val_loss",
+        "val_accuracy",
+        "val_balanced_accuracy",
+        "val_roc_auc",
+        "lr",
+        "seconds",
+    ]
+    assert list(hist["epoch"]) == [1, 2, 3, 4]
+    pred = pd.read_csv(out / "predictions.tsv", sep="\t", dtype=str, keep_default_na=False)
+    assert list(pred.columns) == [
+        "scan_id",
+        "participant_id",
+        "session_id",
+        "label",
+        "pred",
+        "prob_control",
+        "prob_patient",
+    ]
+    folds = pd.read_csv(data[2], sep="\t", dtype=str, keep_default_na=False)
+    test = folds[(folds.fold == "0") & (folds.role == "test")]
+    assert len(pred) == len(test) == m["n_test"]
+    assert set(pred["participant_id"]) == set(test["participant_id"])
+    assert (
+        json.loads((out / "metrics.json").read_text())["balanced_accuracy"]
+        == m["balanced_accuracy"]
+    )
+    assert m["best_epoch"] == int(hist.loc[hist["val_loss"].idxmin(), "epoch"])
+    net, meta = load_trained_model(out, model_factory=tiny_factory)
+    assert meta["class_names"] == ["control", "patient"] and meta["in_shape"] == [
+        1,
+        SIDE,
+        SIDE,
+        SIDE,
+    ]
+    assert meta["inputs"] == ["gm"] and meta["best_epoch"] == m["best_epoch"]
+    assert not net.training
+    x = torch.from_numpy(np.load(data[1]["gm"][0])[:2].astype(np.float32))[:, None]
+    assert torch.isfinite(net(x)).all()
+
+
+def test_resume_after_kill_gives_same_result(data, tmp_path):
+    full = run(data, tmp_path / "full", epochs=5)
+    with pytest.raises(TrainingInterrupted):
+        run(data, tmp_path / "killed", epochs=5, stop_after_epoch=2)
+    assert not (tmp_path / "killed" / "metrics.json").exists()
+    ckpt = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)
+    assert ckpt["epoch"] == 2
+    resumed = run(data, tmp_path / "killed", epochs=5)
+    assert resumed == {**full}
+    h_full = pd.read_csv(tmp_path / "full" / "history.tsv", sep="\t").drop(columns="seconds")
+    h_res = pd.read_csv(tmp_path / "killed" / "history.tsv", sep="\t").drop(columns="seconds")
+    pd.testing.assert_frame_equal(h_full, h_res)
+    a = torch.load(tmp_path / "full" / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "killed" / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_other_settings(data, tmp_path):
+    with pytest.raises(TrainingInterrupted):
+        run(data, tmp_path / "x", stop_after_epoch=1)
+    with pytest.raises(ConfigError, match="other settings"):
+        run(data, tmp_path / "x", lr=0.5)
+    run(data, tmp_path / "x", lr=0.5, resume=False)
+
+
+def test_same_seed_same_result_other_seed_differs(data, tmp_path):
+    a = run(data, tmp_path / "a", epochs=2)
+    b = run(data, tmp_path / "b", epochs=2)
+    run(data, tmp_path / "c", epochs=2, seed=124)
+    assert a == b
+    ha, hc = (pd.read_csv(tmp_path / d / "history.tsv", sep="\t") for d in "ac")
+    assert not np.allclose(ha["train_loss"], hc["train_loss"])
+
+
+def test_test_part_is_read_only_after_model_is_fixed(data, tmp_path, monkeypatch):
+    events = []
+    real_dataset, real_fit = fold_module.PackedDataset, fold_module.fit
+
+    def spy_dataset(packs, scan_ids, *a, **k):
+        events.append(("dataset", frozenset(scan_ids)))
+        return real_dataset(packs, scan_ids, *a, **k)
+
+    def spy_fit(model, train, val, **k):
+        events.append(("fit", None))
+        real_fit(model, train, val, **k)
+        events.append(("fit done", None))
+
+    monkeypatch.setattr(fold_module, "PackedDataset", spy_dataset)
+    monkeypatch.setattr(fold_module, "fit", spy_fit)
+    run(data, tmp_path / "spy", epochs=2)
+    folds = pd.read_csv(data[2], sep="\t", dtype=str, keep_default_na=False)
+    f0 = folds[folds.fold == "0"]
+    test_ids = {
+        p if s == "n/a" else f"{p}_{s}"
+        for p, s in f0.loc[f0.role == "test", ["participant_id", "session_id"]].itertuples(
+            index=False
+        )
+    }
+    done = [e[0] for e in events].index("fit done")
+    before = set().union(*[e[1] for e in events[:done] if e[0] == "dataset"])
+    after = [e[1] for e in events[done:] if e[0] == "dataset"]
+    assert not before & test_ids  # the test part did not exist during fitting
+    assert after == [frozenset(test_ids)]
+
+
+def test_test_labels_do_not_change_selection(data, tmp_path):
+    scans, packs, folds_tsv = data
+    folds = pd.read_csv(folds_tsv, sep="\t", dtype=str, keep_default_na=False)
+    flipped = folds.copy()
+    test = (flipped.fold == "0") & (flipped.role == "test")
+    flipped.loc[test, "label"] = flipped.loc[test, "label"].map(
+        {"control": "patient", "patient": "control"}
+    )
+    other = tmp_path / "flipped.tsv"
+    flipped.to_csv(other, sep="\t", index=False)
+    a = run(data, tmp_path / "a", epochs=3)
+    b = run((scans, packs, other), tmp_path / "b", epochs=3)
+    ha = pd.read_csv(tmp_path / "a" / "history.tsv", sep="\t").drop(columns="seconds")
+    hb = pd.read_csv(tmp_path / "b" / "history.tsv", sep="\t").drop(columns="seconds")
+    pd.testing.assert_frame_equal(ha, hb)
+    assert a["best_epoch"] == b["best_epoch"]
+    assert a["balanced_accuracy"] == pytest.approx(1 - b["balanced_accuracy"])
+
+
+def test_random_labels_give_chance_and_true_labels_learn(tmp_path):
+    scans, packs = make_data(tmp_path, n_subjects=40, seed=3)
+    results = {}
+    for random_labels in (False, True):
+        folds_tsv = tmp_path / f"folds_{random_labels}.tsv"
+        write_folds(
+            scans,
+            folds_tsv,
+            mode="kfold",
+            n_folds=4,
+            val_fraction=0.2,
+            seed=5,
+            random_labels=random_labels,
+        )
+        bacc = []
+        for k in range(4):
+            m = run(
+                (scans, packs, folds_tsv),
+                tmp_path / f"{random_labels}_{k}",
+                fold=k,
+                epochs=8,
+                lr=0.05,
+                model_options={"width": 4, "dropout": 0.0},
+            )
+            assert m["random_labels"] is random_labels
+            bacc.append(m["balanced_accuracy"])
+        results[random_labels] = float(np.mean(bacc))
+    assert results[False] >= 0.85, results
+    assert abs(results[True] - 0.5) <= 0.2, results
+
+
+def test_early_stopping_patience(data, tmp_path):
+    m = run(
+        data,
+        tmp_path / "es",
+        epochs=6,
+        early_stopping={"monitor": "val_loss", "patience": 1, "min_delta": 1e9},
+    )
+    assert m["stopped_early"] and m["epochs_run"] == 2 and m["best_epoch"] == 1
+
+
+@pytest.mark.parametrize("class_weights", [True, "sampler"])
+def test_class_weight_modes_run(data, tmp_path, class_weights):
+    m = run(data, tmp_path / "cw", epochs=1, class_weights=class_weights)
+    assert m["n_train"] > 0 and 0 <= m["accuracy"] <= 1
+
+
+@pytest.mark.parametrize(
+    "aug, lateralized, error",
+    [
+        ({"flip": {"x": 0.5}}, True, "lateralized"),
+        ({"flip": {"x": 0.5}}, False, None),
+        ({"flip": {"y": 0.5, "z": 0.5}, "shift": 2}, True, None),
+        ({"flip": {"q": 0.5}}, False, "unknown axis"),
+        ({"flip": {"x": 1.5}}, False, r"\[0, 1\]"),
+        ({"shift": -1}, False, ">= 0"),
+        ({"rotate": 10}, False, "unknown key"),
+    ],
+)
+def test_augmentation_config(aug, lateralized, error):
+    if error:
+        with pytest.raises(ConfigError, match=error):
+            make_augmenter(aug, lateralized=lateralized)
+    else:
+        assert make_augmenter(aug, lateralized=lateralized) is not None
+
+
+def test_lateralized_flip_refused_by_train_fold(data, tmp_path):
+    with pytest.raises(ConfigError, match="lateralized"):
+        run(data, tmp_path / "lat", augmentation={"flip": {"x": 0.5}}, lateralized=True)
+    assert not (tmp_path / "lat" / "checkpoint.pt").exists()
+
+
+def test_augmenter_flips_and_shifts():
+    x = torch.arange(2 * 1 * 4 * 4 * 4, dtype=torch.float32).reshape(2, 1, 4, 4, 4)
+    flip_all = make_augmenter({"flip": {"x": 1.0}}, lateralized=False)
+    assert torch.equal(flip_all(x, torch.Generator().manual_seed(0)), x.flip(2))
+    shift = make_augmenter({"shift": {"y": 1}}, lateralized=False)
+    y = shift(x, torch.Generator().manual_seed(0))
+    for i in range(2):
+        same = torch.equal(y[i], x[i])
+        up = torch.equal(y[i, :, :, 1:], x[i, :, :, :-1]) and (y[i, :, :, 0] == 0).all()
+        down = torch.equal(y[i, :, :, :-1], x[i, :, :, 1:]) and (y[i, :, :, -1] == 0).all()
+        assert same or up or down
+    a = shift(x, torch.Generator().manual_seed(7))
+    b = shift(x, torch.Generator().manual_seed(7))
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "cfg, error",
+    [
+        ({"monitor": "test_loss"}, "validation part only"),
+        ({"patience": 0}, "patience"),
+        ({"min_delta": -1}, "min_delta"),
+        ({"mode": "up"}, "mode"),
+        ({"wait": 3}, "unknown key"),
+    ],
+)
+def test_early_stopping_config_errors(cfg, error):
+    with pytest.raises(ConfigError, match=error):
+        make_early_stopping(cfg)
+
+
+@pytest.mark.parametrize(
+    "kw, error",
+    [
+        (dict(optimizer="sgd"), "optimizer"),
+        (dict(class_weights="balanced"), "class_weights"),
+        (dict(epochs=0), "epochs"),
+        (dict(fold=7), "fold=7"),
+        (dict(class_names=["control"]), "class_names"),
+    ],
+)
+def test_train_fold_config_errors(data, tmp_path, kw, error):
+    with pytest.raises(ConfigError, match=error):
+        run(data, tmp_path / "bad", **kw)
+
+
+def test_registry_model_trains(tmp_path):
+    """The default factory (brainlens.models) on a 16^3 grid, one epoch."""
+    models = pytest.importorskip("brainlens.models")
+    rng = np.random.default_rng(0)
+    paths, ids, rows = [], [], []
+    for i in range(12):
+        v = rng.normal(size=(16, 16, 16)).astype(np.float32)
+        p = tmp_path / f"s{i}.nii"
+        nib.save(nib.Nifti1Image(v, np.eye(4)), p)
+        paths.append(p)
+        ids.append(f"sub-{i:02d}")
+        rows.append({"participant_id": ids[-1], "label": "ab"[i % 2]})
+    pack_volumes(paths, scan_ids=ids, out_npy=tmp_path / "g.npy", out_index=tmp_path / "g.tsv")
+    write_folds(
+        pd.DataFrame(rows),
+        tmp_path / "folds.tsv",
+        mode="holdout",
+        val_fraction=0.25,
+        test_fraction=0.25,
+        seed=0,
+    )
+    name = "eitel_baseline_3d"
+    assert name in models.MODELS
+    m = train_fold(
+        packs={"gm": (tmp_path / "g.npy", tmp_path / "g.tsv")},
+        folds_tsv=tmp_path / "folds.tsv",
+        fold=0,
+        out_dir=tmp_path / "out",
+        model=name,
+        model_options={},
+        epochs=1,
+        batch_size=2,
+        lr=1e-3,
+        seed=1,
+        progress=False,
+    )
+    assert m["n_test"] == 3
+    net, meta = load_trained_model(tmp_path / "out")
+    assert meta["model"] == name and net(torch.zeros(1, 1, 16, 16, 16)).shape == (1, 2)
