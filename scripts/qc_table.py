@@ -1,0 +1,12 @@
+"""Rule qc_table: collect per-scan QC into one table with outlier flags."""
+
+from pathlib import Path
+
+from brainlens.logutil import setup_logging
+
+setup_logging(snakemake.log[0])  # noqa: F821
+
+from brainlens.preprocess import qc_table, write_dataset_description  # noqa: E402
+
+qc_table(list(snakemake.input.qc), snakemake.output.table)  # noqa: F821
+write_dataset_description(Path(snakemake.output.description).parent)  # noqa: F821

@@ -1,0 +1,1 @@
+"""Rule report: the HTML report."""

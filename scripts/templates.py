@@ -1,0 +1,9 @@
+"""Rule templates: MNI templates and tissue priors on the analysis grid."""
+
+from brainlens.logutil import setup_logging
+
+setup_logging(snakemake.log[0])  # noqa: F821
+
+from brainlens.templates import build_templates  # noqa: E402
+
+build_templates(snakemake.output[0], resolution=snakemake.params.resolution)  # noqa: F821

@@ -1,0 +1,71 @@
+"""Checks of a workflow configuration that a JSON schema cannot express.
+
+The workflow validates the config against ``workflow/schemas/config.schema.yaml``
+first (types, ranges, allowed values), then calls :func:`check_config` with the
+resulting dict. Both run before any job, so a bad value never costs compute.
+This module takes a plain dict; it never reads files itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from brainlens.errors import ConfigError
+
+
+def model_names(config: dict[str, Any]) -> list[str]:
+    """``train.model`` as a list of names."""
+    model = config["train"]["model"]
+    return [model] if isinstance(model, str) else list(model)
+
+
+def fold_ids(config: dict[str, Any]) -> list[int]:
+    """The fold (or repeat) indices the split mode produces."""
+    folds = config["folds"]
+    if folds["mode"] == "kfold":
+        return list(range(folds["n_folds"]))
+    if folds["mode"] == "repeated":
+        return list(range(folds["n_repeats"]))
+    return [0]
+
+
+def check_config(config: dict[str, Any]) -> None:
+    """Raise :class:`ConfigError` naming the key, the value and the allowed values.
+
+    Checks model names against :data:`brainlens.models.MODELS`, atlas names against
+    :func:`brainlens.atlases.available_atlases`, the demo's ground-truth region against
+    its atlas, and left-right flips against ``lateralized``.
+    """
+    from brainlens.atlases import available_atlases, load_atlas, region_label
+    from brainlens.models import MODELS
+
+    for name in model_names(config):
+        if name not in MODELS:
+            raise ConfigError(f"train.model: unknown model {name!r}; allowed: {sorted(MODELS)}")
+    atlases = available_atlases()
+    for atlas in config["regions"]["atlases"]:
+        if atlas not in atlases:
+            raise ConfigError(
+                f"regions.atlases: unknown atlas {atlas!r}; allowed here: {sorted(atlases)}"
+            )
+    ro = config["attribution"]["methods"].get("region_occlusion")
+    if ro is not None and ro.get("atlas", "aal") not in atlases:
+        raise ConfigError(
+            f"attribution.methods.region_occlusion.atlas: unknown atlas {ro.get('atlas')!r}; "
+            f"allowed here: {sorted(atlases)}"
+        )
+    if config.get("bids_dir") is None:
+        demo = config["demo"]
+        if demo["atlas"] not in atlases:
+            raise ConfigError(
+                f"demo.atlas: unknown atlas {demo['atlas']!r}; allowed here: {sorted(atlases)}"
+            )
+        _, table = load_atlas(demo["atlas"])
+        region_label(table, demo["region"], atlas=demo["atlas"])
+    if config.get("lateralized") and 0 in config["train"]["augmentation"]["flip_axes"]:
+        raise ConfigError(
+            "train.augmentation.flip_axes: a left-right flip (axis 0) is not allowed with "
+            "lateralized: true (it would swap the labels' meaning). Fix: remove 0 from flip_axes"
+        )
+    if config["folds"]["mode"] == "kfold" and config["folds"]["n_folds"] > 20:
+        raise ConfigError(f"folds.n_folds: expected 2..20, got {config['folds']['n_folds']}")

@@ -1,0 +1,267 @@
+"""File-level attribution and sanity-check stages of the workflow.
+
+These functions tie together a trained fold (:mod:`brainlens.training`), the packed
+inputs (:mod:`brainlens.packing`), the folds table and the attribution methods
+(:mod:`brainlens.attribution`). Maps are made for the **test** scans of the fold
+only (the model never saw them), explaining each scan's **true** class, and are
+written on the analysis grid with the pack's affine.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import torch
+
+from brainlens.attribution import attribute, mean_maps, save_map
+from brainlens.attribution._common import count_forward_passes
+from brainlens.errors import ConfigError
+from brainlens.folds import read_folds, scan_id
+from brainlens.packing import open_pack
+from brainlens.training import load_trained_model
+
+log = logging.getLogger(__name__)
+
+
+def _test_scans(folds_tsv: Path, fold: int) -> pd.DataFrame:
+    folds = read_folds(folds_tsv)
+    test = folds[(folds["fold"] == int(fold)) & (folds["role"] == "test")].copy()
+    test["scan_id"] = [
+        scan_id(p, s) for p, s in zip(test["participant_id"], test["session_id"], strict=True)
+    ]
+    return test.sort_values("scan_id").reset_index(drop=True)
+
+
+def load_volumes(
+    packs: Sequence[tuple[Path, Path]], scan_ids: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stack packed inputs as channels for some scans.
+
+    Returns
+    -------
+    volumes : ndarray, shape (N, C, X, Y, Z), float32
+    affine : ndarray, shape (4, 4)
+    """
+    opened = [open_pack(npy, idx) for npy, idx in packs]
+    chans = [p.array[p.rows(scan_ids)].astype(np.float32) for p in opened]
+    return np.stack(chans, axis=1), opened[0].affine
+
+
+def _method_options(
+    method: str, options: Mapping[str, Any], atlas_labels: np.ndarray | None
+) -> dict:
+    opts = {k: v for k, v in options.items() if k != "atlas"}
+    if method == "region_occlusion":
+        if atlas_labels is None:
+            raise ConfigError("attribution.methods.region_occlusion needs an atlas")
+        opts["atlas_labels"] = atlas_labels
+    return opts
+
+
+def attribute_fold(
+    *,
+    model_path: Path,
+    packs: Sequence[tuple[Path, Path]],
+    folds_tsv: Path,
+    fold: int,
+    method: str,
+    options: Mapping[str, Any],
+    atlas_nii: Path | None,
+    out_dir: Path,
+    out_table: Path,
+    max_scans: int | None = None,
+    seed: int,
+) -> pd.DataFrame:
+    """Relevance maps of one method for the test scans of one fold.
+
+    Writes ``out_dir/<scan_id>_relevance.nii.gz`` per test scan,
+    ``out_dir/mean_class-<class>.nii.gz`` per true class and ``out_dir/mean_all.nii.gz``,
+    and ``out_table`` (``fold, scan_id, label, target, method, path, seconds,
+    forward_passes``).
+
+    Parameters
+    ----------
+    model_path : Path
+        ``model.pt`` of the fold.
+    packs : sequence of (npy, index)
+        Packed inputs in the model's channel order.
+    folds_tsv : Path
+    fold : int
+    method : str
+        A name from :data:`brainlens.attribution.METHODS`.
+    options : mapping
+        The method's options from the config (``atlas`` is resolved to ``atlas_nii``).
+    atlas_nii : Path or None
+        Atlas label image on the grid (for ``region_occlusion``).
+    out_dir, out_table : Path
+    max_scans : int, optional
+        Cap on test scans (a seeded random subset, stratified by nothing).
+    seed : int
+        Seeds torch (for methods with randomness) and the subset.
+    """
+    torch.manual_seed(seed)
+    model, meta = load_trained_model(Path(model_path).parent)
+    if meta.get("transform"):
+        raise ConfigError(
+            f"attribution for 2D models ({meta['model']}, transform {meta['transform']}) is not "
+            "wired into the workflow yet. Fix: run attribution on 3D models only"
+        )
+    classes = list(meta["class_names"])
+    test = _test_scans(folds_tsv, fold)
+    if max_scans is not None and len(test) > max_scans:
+        rng = np.random.default_rng(seed)
+        test = test.iloc[np.sort(rng.choice(len(test), max_scans, replace=False))].reset_index(
+            drop=True
+        )
+    volumes, affine = load_volumes(packs, list(test["scan_id"]))
+    atlas = np.asanyarray(nib.load(str(atlas_nii)).dataobj).astype(np.int64) if atlas_nii else None
+    opts = _method_options(method, options, atlas)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows, maps = [], []
+    for i, rec in enumerate(test.to_dict("records")):
+        target = classes.index(rec["label"])
+        x = torch.from_numpy(volumes[i : i + 1])
+        start = time.perf_counter()
+        with count_forward_passes(model) as counter:
+            rel = attribute(model, x, method=method, target=target, **opts)
+        seconds = time.perf_counter() - start
+        path = out_dir / f"{rec['scan_id']}_relevance.nii.gz"
+        save_map(rel, affine, path)
+        maps.append(rel)
+        rows.append(
+            {
+                "fold": int(fold),
+                "scan_id": rec["scan_id"],
+                "label": rec["label"],
+                "target": target,
+                "method": method,
+                "path": str(path),
+                "seconds": round(seconds, 3),
+                "forward_passes": int(counter.samples),
+            }
+        )
+        log.info(
+            "%s %s: %.1f s, %d forward passes", method, rec["scan_id"], seconds, counter.samples
+        )
+    for cls, mean in mean_maps(maps, list(test["label"])).items():
+        save_map(mean, affine, out_dir / f"mean_class-{cls}.nii.gz")
+    save_map(np.mean(maps, axis=0), affine, out_dir / "mean_all.nii.gz")
+    table = pd.DataFrame(rows)
+    table.to_csv(out_table, sep="\t", index=False)
+    return table
+
+
+def sanity_checks(
+    *,
+    model_paths: Sequence[Path],
+    attribution_tables: Sequence[Path],
+    packs: Sequence[tuple[Path, Path]],
+    method: str,
+    options: Mapping[str, Any],
+    atlas_nii: Path | None,
+    ground_truth: Path | None,
+    out_table: Path,
+    out_deletion: Path,
+    seed: int,
+    scans_per_fold: int = 1,
+    deletion_steps: int = 10,
+) -> pd.DataFrame:
+    """Randomisation check, deletion curves and ground-truth scores of one method.
+
+    Per fold, ``scans_per_fold`` test scans (preferring the positive class named in
+    the ground truth, else the first class) are checked:
+
+    * model-parameter randomisation (cascading, top-down; the statistic is the
+      Spearman correlation between the trained and the fully randomised model's map,
+      see :func:`brainlens.attribution.sanity.passes_randomization`);
+    * deletion curve of the saved map against a random map of the same scan;
+    * with ``ground_truth`` (``{"atlas", "region", "label", ...}``), the planted
+      region's rank, the share of relevance mass inside it and a pointing-game hit,
+      computed on the saved map with the atlas given by ``atlas_nii`` (which must be
+      the ground truth's atlas).
+
+    Writes ``out_table`` (one row per checked scan: ``fold, scan_id, method,
+    spearman_random, ssim_random, passes_randomization, deletion_aoc,
+    deletion_aoc_random, gt_rank, gt_mass_share, gt_pointing_hit``) and
+    ``out_deletion`` (``fold, scan_id, curve, fraction, score``).
+    """
+    from brainlens.attribution.sanity import (
+        area_over_curve,
+        deletion_curve,
+        ground_truth_scores,
+        passes_randomization,
+        randomization_check,
+    )
+
+    gt = json.loads(Path(ground_truth).read_text()) if ground_truth else None
+    atlas = np.asanyarray(nib.load(str(atlas_nii)).dataobj).astype(np.int64) if atlas_nii else None
+    opts = _method_options(method, options, atlas)
+    rows, curves = [], []
+    rng = np.random.default_rng(seed)
+    for model_path, table_path in zip(model_paths, attribution_tables, strict=True):
+        model, meta = load_trained_model(Path(model_path).parent)
+        table = pd.read_csv(table_path, sep="\t", dtype={"label": str})
+        positive = gt.get("positive_class") if gt else None
+        preferred = table[table["label"] == positive] if positive else table.iloc[0:0]
+        chosen = pd.concat([preferred, table.drop(preferred.index)]).head(scans_per_fold)
+        for rec in chosen.to_dict("records"):
+            volumes, _ = load_volumes(packs, [rec["scan_id"]])
+            x = torch.from_numpy(volumes)
+            relevance = np.asanyarray(nib.load(rec["path"]).dataobj).astype(np.float32)
+            rand = randomization_check(
+                model, x, method=method, target=int(rec["target"]), seed=seed, **opts
+            )
+            last = rand.iloc[-1]
+            fr, sc = deletion_curve(
+                model, x, relevance, target=int(rec["target"]), steps=deletion_steps
+            )
+            noise = rng.random(relevance.shape).astype(np.float32)
+            fr_r, sc_r = deletion_curve(
+                model, x, noise, target=int(rec["target"]), steps=deletion_steps
+            )
+            row = {
+                "fold": int(rec["fold"]),
+                "scan_id": rec["scan_id"],
+                "label": rec["label"],
+                "method": method,
+                "spearman_random": float(last["spearman"]),
+                "ssim_random": float(last["ssim"]),
+                "passes_randomization": bool(passes_randomization(rand)),
+                "deletion_aoc": area_over_curve(fr, sc),
+                "deletion_aoc_random": area_over_curve(fr_r, sc_r),
+                "gt_rank": np.nan,
+                "gt_mass_share": np.nan,
+                "gt_pointing_hit": np.nan,
+            }
+            if gt is not None and atlas is not None:
+                scores = ground_truth_scores(relevance, atlas, region_label=int(gt["label"]))
+                row.update(
+                    gt_rank=scores["rank"],
+                    gt_mass_share=scores["mass_share"],
+                    gt_pointing_hit=scores["pointing_hit"],
+                )
+            rows.append(row)
+            for name, (f, s) in {"relevance": (fr, sc), "random": (fr_r, sc_r)}.items():
+                curves.extend(
+                    {
+                        "fold": row["fold"],
+                        "scan_id": row["scan_id"],
+                        "curve": name,
+                        "fraction": a,
+                        "score": b,
+                    }
+                    for a, b in zip(f, s, strict=True)
+                )
+    out = pd.DataFrame(rows)
+    out.to_csv(out_table, sep="\t", index=False)
+    pd.DataFrame(curves).to_csv(out_deletion, sep="\t", index=False)
+    return out

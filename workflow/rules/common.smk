@@ -1,0 +1,101 @@
+# Shared set-up: config validation, the scan table, wildcard constraints, helpers.
+import os
+
+import pandas as pd
+from snakemake.utils import validate
+
+from brainlens.bids import scan_subdir, scan_table
+from brainlens.config import check_config, fold_ids, model_names
+from brainlens.grid import SPACE, res_label
+from brainlens.seeding import derive_seed
+from brainlens.synthetic import DemoSpec, plan_dataset, scan_relpath
+
+
+validate(config, "../schemas/config.schema.yaml")
+check_config(config)
+
+DEMO = config["bids_dir"] is None
+BIDS_DIR = "results/demo_bids" if DEMO else config["bids_dir"]
+RES = res_label(config["preprocess"]["resolution"])
+TEMPLATES = f"resources/templates/res-{RES}"
+MODELS = model_names(config)
+FOLDS = fold_ids(config)
+METHODS = list(config["attribution"]["methods"])
+ATLASES = list(config["regions"]["atlases"])
+INPUTS = list(config["train"]["inputs"])
+GROUND_TRUTH = f"{BIDS_DIR}/ground_truth.json"
+#: Atlas used to score the ground truth (the demo's atlas, else the first configured).
+GT_ATLAS = config["demo"]["atlas"] if DEMO else ATLASES[0]
+GPU_RESOURCES = {"gpu": config["train"]["gpus"]} if config["train"]["gpus"] else {}
+
+
+def _scans():
+    """One row per T1w scan: scan, participant_id, session_id, subdir, path."""
+    if DEMO:
+        plan = plan_dataset(DemoSpec(**config["demo"]), seed=config["seed"])
+        stems = [
+            scan_relpath(p, s).split("/")[-1].split("_T1w")[0]
+            for p, s in zip(plan.participant_id, plan.session_id)
+        ]
+        return pd.DataFrame(
+            {
+                "scan": stems,
+                "participant_id": plan.participant_id,
+                "session_id": plan.session_id,
+                "subdir": [
+                    scan_subdir(p, s) for p, s in zip(plan.participant_id, plan.session_id)
+                ],
+                "path": [
+                    f"{BIDS_DIR}/{scan_relpath(p, s)}"
+                    for p, s in zip(plan.participant_id, plan.session_id)
+                ],
+            }
+        )
+    table = scan_table(BIDS_DIR, label_column=config["label_column"])
+    validate(table[["participant_id"]].drop_duplicates(), "../schemas/participants.schema.yaml")
+    return table
+
+
+SCANS = _scans().set_index("scan", drop=False)
+
+
+wildcard_constraints:
+    scan=r"sub-[A-Za-z0-9]+(_[a-z]+-[A-Za-z0-9]+)*",
+    subdir=r"sub-[A-Za-z0-9]+(/ses-[A-Za-z0-9]+)?",
+    model=r"[A-Za-z0-9_]+",
+    method=r"[a-z0-9_]+",
+    atlas=r"[a-z0-9_]+",
+    fold=r"\d+",
+    input=r"[a-z_]+",
+
+
+#: BIDS-Derivatives names of one scan's outputs, relative to its anat/ folder.
+PREPROC_SUFFIXES = {
+    "t1w": f"space-{SPACE}_desc-preproc_T1w.nii.gz",
+    "gm": f"space-{SPACE}_label-GM_probseg.nii.gz",
+    "wm": f"space-{SPACE}_label-WM_probseg.nii.gz",
+    "csf": f"space-{SPACE}_label-CSF_probseg.nii.gz",
+    "gm_modulated": f"space-{SPACE}_label-GM_desc-modulated_probseg.nii.gz",
+    "wm_modulated": f"space-{SPACE}_label-WM_desc-modulated_probseg.nii.gz",
+    "csf_modulated": f"space-{SPACE}_label-CSF_desc-modulated_probseg.nii.gz",
+    "mask": "desc-brain_mask.nii.gz",
+    "xfm": f"from-T1w_to-{SPACE}_mode-image_xfm.h5",
+    "xfm_inv": f"from-{SPACE}_to-T1w_mode-image_xfm.h5",
+    "qc": "desc-qc.json",
+    "qc_png": "desc-qc.png",
+}
+
+
+def preproc_path(scan, key):
+    """Path of one preprocessing output of a scan."""
+    return f"results/preprocess/{SCANS.loc[scan, 'subdir']}/anat/{scan}_{PREPROC_SUFFIXES[key]}"
+
+
+def checked_scans():
+    """Scans that passed the input checks (evaluated after the check_inputs checkpoint)."""
+    table = pd.read_csv(checkpoints.check_inputs.get().output.table, sep="\t", dtype=str)
+    return table.loc[table["status"] == "ok", "scan"].tolist()
+
+
+def raw_t1w(wildcards):
+    return SCANS.loc[wildcards.scan, "path"]

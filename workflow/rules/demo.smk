@@ -1,0 +1,18 @@
+# The built-in synthetic BIDS dataset (only when config bids_dir is null).
+if DEMO:
+
+    rule demo_data:
+        output:
+            participants=f"{BIDS_DIR}/participants.tsv",
+            ground_truth=f"{BIDS_DIR}/ground_truth.json",
+            scans=SCANS["path"].tolist(),
+        params:
+            spec=config["demo"],
+            seed=derive_seed(config["seed"], "demo"),
+            out_dir=BIDS_DIR,
+        log:
+            "logs/demo_data.log",
+        conda:
+            "../../envs/preprocess.yaml"
+        script:
+            "../../scripts/demo_data.py"

@@ -1,0 +1,20 @@
+# Subject-level, stratified, seeded splits with a leakage audit.
+
+
+rule folds:
+    input:
+        inputs="results/preprocess/inputs.tsv",
+    output:
+        folds="results/folds/folds.tsv",
+    params:
+        options={
+            k: v
+            for k, v in config["folds"].items()
+        },
+        seed=derive_seed(config["seed"], "folds"),
+    log:
+        "logs/folds.log",
+    conda:
+        "../../envs/train.yaml"
+    script:
+        "../../scripts/folds.py"

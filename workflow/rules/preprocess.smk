@@ -1,0 +1,63 @@
+# Input checks, then one nipype/ANTs preprocessing job per scan, then the QC table.
+
+
+checkpoint check_inputs:
+    input:
+        participants=f"{BIDS_DIR}/participants.tsv",
+        scans=SCANS["path"].tolist(),
+    output:
+        table="results/preprocess/inputs.tsv",
+    params:
+        scans=SCANS[["scan", "participant_id", "session_id", "path"]].to_dict("records"),
+        label_column=config["label_column"],
+        on_invalid=config["preprocess"]["on_invalid_scan"],
+    log:
+        "logs/check_inputs.log",
+    conda:
+        "../../envs/preprocess.yaml"
+    script:
+        "../../scripts/check_inputs.py"
+
+
+rule preprocess_t1w:
+    input:
+        t1w=raw_t1w,
+        templates=TEMPLATES,
+    output:
+        **{
+            key: f"results/preprocess/{{subdir}}/anat/{{scan}}_{suffix}"
+            for key, suffix in PREPROC_SUFFIXES.items()
+        },
+    params:
+        resolution=config["preprocess"]["resolution"],
+        skullstrip=config["preprocess"]["skullstrip"],
+        seed=derive_seed(config["seed"], "preprocess"),
+        out_dir=lambda wc: f"results/preprocess/{wc.subdir}/anat",
+        work_dir=lambda wc: f"work/preprocess/{wc.scan}",
+    threads: config["preprocess"]["threads"]
+    resources:
+        mem_mb=6000,
+        runtime=60,
+    group:
+        "preprocess"
+    log:
+        "logs/preprocess/{subdir}/{scan}.log",
+    conda:
+        "../../envs/preprocess.yaml"
+    script:
+        "../../scripts/preprocess_t1w.py"
+
+
+rule qc_table:
+    input:
+        qc=lambda wc: [preproc_path(s, "qc") for s in checked_scans()],
+        inputs="results/preprocess/inputs.tsv",
+    output:
+        table="results/preprocess/qc.tsv",
+        description="results/preprocess/dataset_description.json",
+    log:
+        "logs/qc_table.log",
+    conda:
+        "../../envs/preprocess.yaml"
+    script:
+        "../../scripts/qc_table.py"

@@ -1,0 +1,62 @@
+# One HTML page that a researcher can send to a colleague.
+
+
+def ground_truth_file():
+    gt = f"{BIDS_DIR}/ground_truth.json"
+    return [gt] if DEMO or os.path.exists(gt) else []
+
+
+rule report:
+    input:
+        inputs="results/preprocess/inputs.tsv",
+        qc="results/preprocess/qc.tsv",
+        folds="results/folds/folds.tsv",
+        summaries=expand("results/train/{model}/metrics_summary.tsv", model=MODELS),
+        metrics=expand(
+            "results/train/{model}/fold-{fold}/metrics.json", model=MODELS, fold=FOLDS
+        ),
+        predictions=expand(
+            "results/train/{model}/fold-{fold}/predictions.tsv", model=MODELS, fold=FOLDS
+        ),
+        histories=expand(
+            "results/train/{model}/fold-{fold}/history.tsv", model=MODELS, fold=FOLDS
+        ),
+        attributions=expand(
+            "results/attribution/{model}/{method}/fold-{fold}.tsv",
+            model=MODELS,
+            method=METHODS,
+            fold=FOLDS,
+        ),
+        regions=expand(
+            "results/regions/{model}/{method}/{atlas}.tsv",
+            model=MODELS,
+            method=METHODS,
+            atlas=ATLASES,
+        ),
+        region_folds=expand(
+            "results/regions/{model}/{method}/{atlas}_folds.tsv",
+            model=MODELS,
+            method=METHODS,
+            atlas=ATLASES,
+        ),
+        agreement=expand(
+            "results/regions/{model}/agreement_{atlas}.tsv", model=MODELS, atlas=ATLASES
+        ),
+        sanity=expand("results/sanity/{model}/{method}.tsv", model=MODELS, method=METHODS),
+        ground_truth=ground_truth_file(),
+        template=TEMPLATES,
+    output:
+        html=report("results/report/index.html", category="Report"),
+        figures=directory("results/report/figures"),
+    params:
+        title=config["report"]["title"],
+        config=config,
+        models=MODELS,
+        methods=METHODS,
+        atlases=ATLASES,
+    log:
+        "logs/report.log",
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../../scripts/report.py"
