@@ -8,7 +8,7 @@ from brainlens.explain import attribute_fold  # noqa: E402
 
 attribute_fold(
     model_path=snakemake.input.model,  # noqa: F821
-    packs=list(zip(snakemake.input.packs, snakemake.input.indexes)),  # noqa: F821
+    packs=list(zip(snakemake.input.packs, snakemake.input.indexes, strict=True)),  # noqa: F821
     folds_tsv=snakemake.input.folds,  # noqa: F821
     fold=int(snakemake.wildcards.fold),  # noqa: F821
     method=snakemake.wildcards.method,  # noqa: F821

@@ -6,5 +6,5 @@ setup_logging(snakemake.log[0])  # noqa: F821
 
 from brainlens.regions import method_agreement  # noqa: E402
 
-table = method_agreement(dict(zip(snakemake.params.methods, snakemake.input.tables)))  # noqa: F821
+table = method_agreement(dict(zip(snakemake.params.methods, snakemake.input.tables, strict=True)))  # noqa: F821
 table.to_csv(snakemake.output.table, sep="\t")  # noqa: F821

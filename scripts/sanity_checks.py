@@ -12,7 +12,7 @@ gt = snakemake.params.ground_truth  # noqa: F821
 sanity_checks(
     model_paths=list(snakemake.input.models),  # noqa: F821
     attribution_tables=list(snakemake.input.tables),  # noqa: F821
-    packs=list(zip(snakemake.input.packs, snakemake.input.indexes)),  # noqa: F821
+    packs=list(zip(snakemake.input.packs, snakemake.input.indexes, strict=True)),  # noqa: F821
     method=snakemake.wildcards.method,  # noqa: F821
     options=snakemake.params.options,  # noqa: F821
     atlas_nii=snakemake.input.atlas,  # noqa: F821

@@ -7,7 +7,13 @@ setup_logging(snakemake.log[0])  # noqa: F821
 from brainlens.training import train_fold  # noqa: E402
 
 train_fold(
-    packs=dict(zip(snakemake.params.inputs, zip(snakemake.input.packs, snakemake.input.indexes))),  # noqa: F821
+    packs=dict(
+        zip(
+            snakemake.params.inputs,
+            zip(snakemake.input.packs, snakemake.input.indexes, strict=True),
+            strict=True,
+        )
+    ),  # noqa: F821
     folds_tsv=snakemake.input.folds,  # noqa: F821
     fold=int(snakemake.wildcards.fold),  # noqa: F821
     out_dir=snakemake.params.out_dir,  # noqa: F821

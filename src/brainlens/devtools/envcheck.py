@@ -4,7 +4,9 @@ For each rule in ``workflow/rules/*.smk`` the ``conda:`` and ``script:`` directi
 are read statically (no Snakemake import). The script's imports are collected from
 its AST, including lazy imports inside functions, and followed transitively into
 every ``brainlens`` module it reaches (package ``__init__`` files included).
-Standard-library modules are skipped (``sys.stdlib_module_names``), as are
+Literal ``importlib.import_module("x")``, ``importlib.util.find_spec("x")`` (a
+package whose data files are read by path) and ``importlib.metadata.version("x")``
+count as imports too. Standard-library modules are skipped (``sys.stdlib_module_names``), as are
 modules the workflow itself provides (``snakemake``, which Snakemake puts on the
 script's path, and ``brainlens``, whose own imports are checked instead).
 Imports guarded by ``try: ... except ImportError`` and ``if TYPE_CHECKING:`` are
@@ -295,6 +297,26 @@ def _is_type_checking(node: ast.If) -> bool:
     )
 
 
+def _dynamic_import_target(node: ast.Call) -> str | None:
+    """Return the literal module a call imports or locates, else None.
+
+    Counted: ``import_module("x")``, ``find_spec("x")`` (packages whose data files
+    are read by path) and ``metadata.version("x")`` / ``metadata.distribution("x")``.
+    """
+    func = node.func
+    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+    if name in ("version", "distribution"):
+        owner = func.value if isinstance(func, ast.Attribute) else None
+        owner_name = getattr(owner, "attr", None) or getattr(owner, "id", None)
+        if owner_name != "metadata":
+            return None
+    elif name not in ("import_module", "find_spec"):
+        return None
+    if node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
+        return node.args[0].value
+    return None
+
+
 def _resolve_relative(module: str | None, level: int, package: str | None) -> str | None:
     """Resolve a relative ``from`` import against the importing package."""
     if level == 0:
@@ -339,16 +361,8 @@ def collect_imports(path: Path, package: str | None = None) -> set[tuple[str, bo
                 for alias in node.names:
                     if alias.name != "*":
                         found.add((f"{base}.{alias.name}", optional))
-        elif (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Attribute | ast.Name)
-            and (getattr(node.func, "attr", None) or getattr(node.func, "id", None))
-            == "import_module"
-            and node.args
-            and isinstance(node.args[0], ast.Constant)
-            and isinstance(node.args[0].value, str)
-        ):
-            found.add((node.args[0].value, optional))
+        elif isinstance(node, ast.Call) and _dynamic_import_target(node):
+            found.add((_dynamic_import_target(node) or "", optional))
         if isinstance(node, ast.Try) and _is_import_error_guard(node):
             for child in node.body:
                 visit(child, True)
