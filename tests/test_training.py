@@ -360,42 +360,57 @@ def test_train_fold_config_errors(data, tmp_path, kw, error):
         run(data, tmp_path / "bad", **kw)
 
 
-def test_registry_model_trains(tmp_path):
-    """The default factory (brainlens.models) on a 16^3 grid, one epoch."""
-    models = pytest.importorskip("brainlens.models")
+@pytest.fixture(scope="module")
+def grid16(tmp_path_factory):
+    """12 random 16^3 volumes (registry models need >= 16 voxels per axis), a holdout split."""
+    root = tmp_path_factory.mktemp("g16")
     rng = np.random.default_rng(0)
     paths, ids, rows = [], [], []
     for i in range(12):
-        v = rng.normal(size=(16, 16, 16)).astype(np.float32)
-        p = tmp_path / f"s{i}.nii"
-        nib.save(nib.Nifti1Image(v, np.eye(4)), p)
+        p = root / f"s{i}.nii"
+        nib.save(nib.Nifti1Image(rng.normal(size=(16, 16, 16)).astype(np.float32), np.eye(4)), p)
         paths.append(p)
         ids.append(f"sub-{i:02d}")
         rows.append({"participant_id": ids[-1], "label": "ab"[i % 2]})
-    pack_volumes(paths, scan_ids=ids, out_npy=tmp_path / "g.npy", out_index=tmp_path / "g.tsv")
+    pack_volumes(paths, scan_ids=ids, out_npy=root / "g.npy", out_index=root / "g.tsv")
     write_folds(
         pd.DataFrame(rows),
-        tmp_path / "folds.tsv",
+        root / "folds.tsv",
         mode="holdout",
         val_fraction=0.25,
         test_fraction=0.25,
         seed=0,
     )
-    name = "eitel_baseline_3d"
-    assert name in models.MODELS
+    return {"gm": (root / "g.npy", root / "g.tsv")}, root / "folds.tsv"
+
+
+@pytest.mark.parametrize(
+    "name, options, transform, x_shape",
+    [
+        ("eitel_baseline_3d", {}, None, (1, 1, 16, 16, 16)),
+        ("rao_2d", {}, None, (1, 1, 16, 16)),  # registry default: one coronal slice
+        ("rao_2d", {}, {"name": "avg_pool", "axis": "z"}, (1, 1, 16, 16)),
+    ],
+)
+def test_registry_models_train(grid16, tmp_path, name, options, transform, x_shape):
+    """The default factory (brainlens.models) and transforms, one epoch on 16^3."""
+    packs, folds_tsv = grid16
     m = train_fold(
-        packs={"gm": (tmp_path / "g.npy", tmp_path / "g.tsv")},
-        folds_tsv=tmp_path / "folds.tsv",
+        packs=packs,
+        folds_tsv=folds_tsv,
         fold=0,
         out_dir=tmp_path / "out",
         model=name,
-        model_options={},
+        model_options=options,
         epochs=1,
         batch_size=2,
         lr=1e-3,
         seed=1,
+        transform=transform,
         progress=False,
     )
     assert m["n_test"] == 3
     net, meta = load_trained_model(tmp_path / "out")
-    assert meta["model"] == name and net(torch.zeros(1, 1, 16, 16, 16)).shape == (1, 2)
+    assert meta["model"] == name and meta["in_shape"] == list(x_shape[1:])
+    assert (meta["transform"] is None) == (name.endswith("3d"))
+    assert net(torch.zeros(x_shape)).shape == (1, 2)

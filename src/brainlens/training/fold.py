@@ -66,21 +66,14 @@ def _make_transform(spec: Mapping[str, Any] | None, model: str, custom_factory: 
             f"transform: expected a mapping with a 'name' key and options, got {spec!r}"
         )
     opts = {k: v for k, v in spec.items() if k != "name"}
-    try:
-        from brainlens.transforms import make_transform
-    except ImportError as err:  # pragma: no cover - depends on another module landing
-        raise ConfigError(
-            f"transform {spec['name']!r}: brainlens.transforms is unavailable"
-        ) from err
+    from brainlens.transforms import make_transform
+
     fn = make_transform(spec["name"], **opts)
 
     def apply(x: torch.Tensor) -> torch.Tensor:
-        out = fn(x)
-        return (
-            out
-            if isinstance(out, torch.Tensor)
-            else torch.as_tensor(np.asarray(out), device=x.device)
-        )
+        # brainlens.transforms works on numpy (C, X, Y, Z) -> (C', H, W)
+        out = fn(x.detach().cpu().numpy())
+        return torch.as_tensor(np.ascontiguousarray(out), dtype=torch.float32).to(x.device)
 
     return dict(spec), apply
 
