@@ -163,6 +163,21 @@ def test_removed_dependency_reported(
         assert part in text
 
 
+def test_require_package(fake_workflow: Path, tmp_path: Path) -> None:
+    """With require_package, an env must install brainlens itself if the script imports it."""
+    specs = envcheck.parse_rules(sorted((fake_workflow / "workflow" / "rules").glob("*.smk")))
+    src = fake_workflow / "src" / "brainlens"
+    (p,) = envcheck.check_rules(specs, src, require_package="brainlens")
+    assert p.rule == "train_model" and p.module == "brainlens"
+    env = yaml.safe_load((fake_workflow / "envs" / "ml.yaml").read_text())
+    env["dependencies"][-1]["pip"].append("brainlens @ git+https://example.org/brainlens@v0.1.0")
+    fixed = tmp_path / "fixed.yaml"
+    fixed.write_text(yaml.safe_dump(env))
+    patched = [envcheck.RuleSpec(s.name, s.smk_file, fixed, s.script) for s in specs if s.conda]
+    assert envcheck.check_rules(patched, src, require_package="brainlens") == []
+    assert envcheck.lint_env_file(fixed) == []
+
+
 def test_missing_conda_directive_and_expression_reported(tmp_path: Path) -> None:
     """Rules whose env cannot be checked are problems, not silently skipped."""
     _write(tmp_path / "s.py", "import numpy\n")

@@ -558,7 +558,10 @@ def lint_env_file(env_file: Path) -> list[str]:
 
 
 def check_rules(
-    specs: Sequence[RuleSpec], src_root: Path, require_env: bool = True
+    specs: Sequence[RuleSpec],
+    src_root: Path,
+    require_env: bool = True,
+    require_package: str | None = None,
 ) -> list[EnvProblem]:
     """Check that each rule's env provides its script's imports.
 
@@ -570,6 +573,10 @@ def check_rules(
         Package directory followed transitively (e.g. ``src/brainlens``).
     require_env : bool
         Report rules that have a script but no ``conda:`` env.
+    require_package : str, optional
+        If given (e.g. ``"brainlens"``), envs of scripts that import this package
+        must install it themselves (conda or pip dependency, e.g.
+        ``brainlens @ git+https://...@v0.1.0``) instead of relying on the workflow.
 
     Returns
     -------
@@ -603,6 +610,16 @@ def check_rules(
             continue
         conda, pip = env_dependencies(spec.conda)
         provided = conda | pip
+        if require_package and normalize_name(require_package) not in provided:
+            uses = [
+                m for m, _ in collect_imports(spec.script) if m.split(".")[0] == require_package
+            ]
+            if uses:
+                problem(
+                    require_package,
+                    spec.script,
+                    f"the env does not install {require_package}; add it to the pip list",
+                )
         for module, importer in sorted(required_imports(spec.script, src_root).items()):
             wanted = distributions_for(module)
             if not provided.intersection(wanted):
@@ -616,7 +633,9 @@ def check_rules(
     return problems
 
 
-def check_workflow(rules_dir: Path, src_root: Path) -> list[EnvProblem]:
+def check_workflow(
+    rules_dir: Path, src_root: Path, require_package: str | None = None
+) -> list[EnvProblem]:
     """Parse ``rules_dir/*.smk`` and check every rule's env.
 
     Parameters
@@ -625,13 +644,16 @@ def check_workflow(rules_dir: Path, src_root: Path) -> list[EnvProblem]:
         Directory of ``.smk`` files.
     src_root : Path
         Package directory (e.g. ``src/brainlens``).
+    require_package : str, optional
+        See :func:`check_rules`.
 
     Returns
     -------
     list of EnvProblem
         Empty if every import is provided.
     """
-    return check_rules(parse_rules(sorted(Path(rules_dir).glob("*.smk"))), src_root)
+    specs = parse_rules(sorted(Path(rules_dir).glob("*.smk")))
+    return check_rules(specs, src_root, require_package=require_package)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -651,8 +673,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("rules_dir", nargs="?", default="workflow/rules", type=Path)
     parser.add_argument("--src", default=Path("src/brainlens"), type=Path)
     parser.add_argument("--envs", default=Path("envs"), type=Path, help="env files to lint")
+    parser.add_argument(
+        "--require-package",
+        metavar="NAME",
+        help="envs of scripts importing NAME must install it (e.g. brainlens)",
+    )
     args = parser.parse_args(argv)
-    problems = [str(p) for p in check_workflow(args.rules_dir, args.src)]
+    found = check_workflow(args.rules_dir, args.src, require_package=args.require_package)
+    problems = [str(p) for p in found]
     for env_file in sorted(args.envs.glob("*.yaml")):
         problems += lint_env_file(env_file)
     for p in problems:
