@@ -2,13 +2,13 @@
 
 from brainlens.logutil import setup_logging
 
-setup_logging(snakemake.log[0])  # noqa: F821
+setup_logging(snakemake.log[0])
 
-from brainlens.atlases import write_atlas  # noqa: E402
+from brainlens.atlases import write_atlas
 
 write_atlas(
-    snakemake.wildcards.atlas,  # noqa: F821
-    resolution=snakemake.params.resolution,  # noqa: F821
-    out_nii=snakemake.output.nii,  # noqa: F821
-    out_tsv=snakemake.output.tsv,  # noqa: F821
+    snakemake.wildcards.atlas,
+    resolution=snakemake.params.resolution,
+    out_nii=snakemake.output.nii,
+    out_tsv=snakemake.output.tsv,
 )

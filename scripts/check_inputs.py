@@ -4,14 +4,14 @@ import pandas as pd
 
 from brainlens.logutil import setup_logging
 
-setup_logging(snakemake.log[0])  # noqa: F821
+setup_logging(snakemake.log[0])
 
-from brainlens.inputs import check_dataset  # noqa: E402
+from brainlens.inputs import check_dataset
 
 check_dataset(
-    pd.DataFrame(snakemake.params.scans),  # noqa: F821
-    participants_tsv=snakemake.input.participants,  # noqa: F821
-    label_column=snakemake.params.label_column,  # noqa: F821
-    on_invalid=snakemake.params.on_invalid,  # noqa: F821
-    out_tsv=snakemake.output.table,  # noqa: F821
+    pd.DataFrame(snakemake.params.scans),
+    participants_tsv=snakemake.input.participants,
+    label_column=snakemake.params.label_column,
+    on_invalid=snakemake.params.on_invalid,
+    out_tsv=snakemake.output.table,
 )

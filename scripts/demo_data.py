@@ -2,12 +2,12 @@
 
 from brainlens.logutil import setup_logging
 
-setup_logging(snakemake.log[0])  # noqa: F821
+setup_logging(snakemake.log[0])
 
-from brainlens.synthetic import DemoSpec, write_demo_dataset  # noqa: E402
+from brainlens.synthetic import DemoSpec, write_demo_dataset
 
 write_demo_dataset(
-    snakemake.params.out_dir,  # noqa: F821
-    DemoSpec(**snakemake.params.spec),  # noqa: F821
-    seed=snakemake.params.seed,  # noqa: F821
+    snakemake.params.out_dir,
+    DemoSpec(**snakemake.params.spec),
+    seed=snakemake.params.seed,
 )

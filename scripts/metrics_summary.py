@@ -2,8 +2,8 @@
 
 from brainlens.logutil import setup_logging
 
-setup_logging(snakemake.log[0])  # noqa: F821
+setup_logging(snakemake.log[0])
 
-from brainlens.metrics import write_metrics_summary  # noqa: E402
+from brainlens.metrics import write_metrics_summary
 
-write_metrics_summary(list(snakemake.input.metrics), snakemake.output.summary)  # noqa: F821
+write_metrics_summary(list(snakemake.input.metrics), snakemake.output.summary)

@@ -2,13 +2,13 @@
 
 from brainlens.logutil import setup_logging
 
-setup_logging(snakemake.log[0])  # noqa: F821
+setup_logging(snakemake.log[0])
 
-from brainlens.packing import pack_volumes  # noqa: E402
+from brainlens.packing import pack_volumes
 
 pack_volumes(
-    list(snakemake.input.maps),  # noqa: F821
-    scan_ids=list(snakemake.params.scan_ids),  # noqa: F821
-    out_npy=snakemake.output.npy,  # noqa: F821
-    out_index=snakemake.output.index,  # noqa: F821
+    list(snakemake.input.maps),
+    scan_ids=list(snakemake.params.scan_ids),
+    out_npy=snakemake.output.npy,
+    out_index=snakemake.output.index,
 )

@@ -2,18 +2,18 @@
 
 from brainlens.logutil import setup_logging
 
-setup_logging(snakemake.log[0])  # noqa: F821
+setup_logging(snakemake.log[0])
 
-from brainlens.preprocess import run_t1w_preproc  # noqa: E402
+from brainlens.preprocess import run_t1w_preproc
 
 run_t1w_preproc(
-    snakemake.input.t1w,  # noqa: F821
-    scan=snakemake.wildcards.scan,  # noqa: F821
-    out_dir=snakemake.params.out_dir,  # noqa: F821
-    templates_dir=snakemake.input.templates,  # noqa: F821
-    resolution=snakemake.params.resolution,  # noqa: F821
-    skullstrip=snakemake.params.skullstrip,  # noqa: F821
-    seed=snakemake.params.seed,  # noqa: F821
-    threads=snakemake.threads,  # noqa: F821
-    work_dir=snakemake.params.work_dir,  # noqa: F821
+    snakemake.input.t1w,
+    scan=snakemake.wildcards.scan,
+    out_dir=snakemake.params.out_dir,
+    templates_dir=snakemake.input.templates,
+    resolution=snakemake.params.resolution,
+    skullstrip=snakemake.params.skullstrip,
+    seed=snakemake.params.seed,
+    threads=snakemake.threads,
+    work_dir=snakemake.params.work_dir,
 )

@@ -4,9 +4,9 @@ from pathlib import Path
 
 from brainlens.logutil import setup_logging
 
-setup_logging(snakemake.log[0])  # noqa: F821
+setup_logging(snakemake.log[0])
 
-from brainlens.preprocess import qc_table, write_dataset_description  # noqa: E402
+from brainlens.preprocess import qc_table, write_dataset_description
 
-qc_table(list(snakemake.input.qc), snakemake.output.table)  # noqa: F821
-write_dataset_description(Path(snakemake.output.description).parent)  # noqa: F821
+qc_table(list(snakemake.input.qc), snakemake.output.table)
+write_dataset_description(Path(snakemake.output.description).parent)

@@ -2,14 +2,14 @@
 
 from brainlens.logutil import setup_logging
 
-setup_logging(snakemake.log[0])  # noqa: F821
+setup_logging(snakemake.log[0])
 
-from brainlens.regions import write_region_tables  # noqa: E402
+from brainlens.regions import write_region_tables
 
 write_region_tables(
-    list(snakemake.input.tables),  # noqa: F821
-    atlas_nii=snakemake.input.atlas,  # noqa: F821
-    atlas_tsv=snakemake.input.labels,  # noqa: F821
-    out_tsv=snakemake.output.table,  # noqa: F821
-    out_folds_tsv=snakemake.output.folds,  # noqa: F821
+    list(snakemake.input.tables),
+    atlas_nii=snakemake.input.atlas,
+    atlas_tsv=snakemake.input.labels,
+    out_tsv=snakemake.output.table,
+    out_folds_tsv=snakemake.output.folds,
 )

@@ -2,8 +2,8 @@
 
 from brainlens.logutil import setup_logging
 
-setup_logging(snakemake.log[0])  # noqa: F821
+setup_logging(snakemake.log[0])
 
-from brainlens.templates import build_templates  # noqa: E402
+from brainlens.templates import build_templates
 
-build_templates(snakemake.output[0], resolution=snakemake.params.resolution)  # noqa: F821
+build_templates(snakemake.output[0], resolution=snakemake.params.resolution)

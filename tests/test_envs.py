@@ -330,3 +330,28 @@ def test_real_env_without_a_needed_dependency_fails(tmp_path: Path) -> None:
         assert all(p.env_file == broken for p in problems)
         checked += 1
     assert checked, "no env had a conda dependency that a script needs"
+
+
+@pytest.mark.skipif(not ENVS, reason="envs/*.yaml not written yet")
+@pytest.mark.parametrize("env_file", ENVS, ids=[e.name for e in ENVS])
+def test_real_env_pins_satisfy_pyproject(env_file: Path) -> None:
+    """Versions pinned in an env satisfy brainlens's own requirement ranges (pyproject)."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    ranges = {
+        envcheck.normalize_name(r.name): r.specifier
+        for r in map(Requirement, project["dependencies"])
+    }
+    env = yaml.safe_load(env_file.read_text())
+    pins = [d for d in env["dependencies"] if isinstance(d, str)]
+    pins += [p for d in env["dependencies"] if isinstance(d, dict) for p in d.get("pip", [])]
+    conflicts = []
+    for pin in pins:
+        name = envcheck.requirement_name(pin)
+        version = pin.split("==")[-1] if "==" in pin else pin.split("=")[-1]
+        if name in ranges and "@" not in pin and not ranges[name].contains(version):
+            conflicts.append(f"{pin} outside pyproject's {name}{ranges[name]}")
+    assert not conflicts, f"{env_file.name}: {conflicts}"
