@@ -351,7 +351,7 @@ def test_real_env_pins_satisfy_pyproject(env_file: Path) -> None:
     conflicts = []
     for pin in pins:
         name = envcheck.requirement_name(pin)
-        version = pin.split("==")[-1] if "==" in pin else pin.split("=")[-1]
+        version = pin.partition("=")[2].lstrip("=").split("=")[0].strip()  # drop build
         if name in ranges and "@" not in pin and not ranges[name].contains(version):
             conflicts.append(f"{pin} outside pyproject's {name}{ranges[name]}")
     assert not conflicts, f"{env_file.name}: {conflicts}"
