@@ -162,3 +162,24 @@ def test_dataset_errors(tmp_path):
         PackedDataset(packs, ["sub-01"], labels=[0, 1])
     with pytest.raises(InputFileError, match="not found"):
         open_pack(tmp_path / "nope.npy", tmp_path / "gm.tsv")
+
+
+def test_transformed_samples_are_cached_without_augmentation(tmp_path):
+    ids, packs, vols = _two_packs(tmp_path)
+    calls = []
+
+    def transform(s):
+        calls.append(1)
+        return s.amax(dim=-1)
+
+    ds = PackedDataset({"gm": packs["gm"]}, ids, transform=transform)
+    a = ds.batch([3, 1])
+    b = ds.batch([1, 3, 0])
+    assert len(calls) == 3  # sub 3, 1 once each, then 0
+    assert torch.equal(a[0], b[1]) and np.allclose(b[2, 0].numpy(), vols["gm"][0].max(-1))
+    ds.batch([1], augment=lambda x: x)  # augmented batches bypass the cache
+    assert len(calls) == 4
+    plain = PackedDataset({"gm": packs["gm"]}, ids, transform=transform, cache_transformed=False)
+    plain.batch([0])
+    plain.batch([0])
+    assert len(calls) == 6

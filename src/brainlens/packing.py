@@ -281,6 +281,11 @@ class PackedDataset(torch.utils.data.Dataset):
         free GPU memory. Without preloading, batches are read from the memory maps.
     device : str or torch.device
         Where :meth:`batch` puts its output (and a preloaded tensor).
+    cache_transformed : bool
+        Keep transformed samples after their first use, for batches without
+        augmentation (validation/test every epoch; training when not augmenting).
+        The 2D images of a 3D->2D transform are small; this skips the transform
+        after the first epoch.
     """
 
     def __init__(
@@ -292,6 +297,7 @@ class PackedDataset(torch.utils.data.Dataset):
         transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
         preload: bool | str = False,
         device: str | torch.device = "cpu",
+        cache_transformed: bool = True,
     ) -> None:
         self.packs = open_packs(packs)
         self.inputs = list(self.packs)
@@ -307,6 +313,9 @@ class PackedDataset(torch.utils.data.Dataset):
         self.transform = transform
         self.device = torch.device(device)
         self.data: torch.Tensor | None = None
+        self.cache_transformed = bool(cache_transformed) and transform is not None
+        self._cache: torch.Tensor | None = None  # (N, C', H, W) on device
+        self._cached: torch.Tensor | None = None  # (N,) bool, on CPU
         if preload == "auto":
             preload = (
                 self.device.type == "cuda"
@@ -367,6 +376,13 @@ class PackedDataset(torch.utils.data.Dataset):
         Tensor, shape (B, C, X, Y, Z), or (B, C', H, W) after a 3D->2D transform
         """
         idx_np = np.asarray(torch.as_tensor(idx).cpu(), dtype=np.int64)
+        if augment is None and self.cache_transformed:
+            return self._cached_batch(idx_np)
+        return self._batch(idx_np, augment)
+
+    def _batch(
+        self, idx_np: np.ndarray, augment: Callable[[torch.Tensor], torch.Tensor] | None
+    ) -> torch.Tensor:
         if self.data is not None:
             x = self.data[torch.as_tensor(idx_np, device=self.data.device)]
         else:
@@ -379,6 +395,20 @@ class PackedDataset(torch.utils.data.Dataset):
         if self.transform is not None:
             x = torch.stack([self.transform(s) for s in x])
         return x
+
+    def _cached_batch(self, idx_np: np.ndarray) -> torch.Tensor:
+        if self._cached is None:
+            self._cached = torch.zeros(len(self), dtype=torch.bool)
+        todo = np.unique(idx_np[~self._cached[torch.from_numpy(idx_np)].numpy()])
+        if len(todo):
+            fresh = self._batch(todo, None)
+            if self._cache is None:
+                self._cache = torch.empty(
+                    (len(self), *fresh.shape[1:]), dtype=fresh.dtype, device=fresh.device
+                )
+            self._cache[torch.as_tensor(todo, device=fresh.device)] = fresh
+            self._cached[torch.from_numpy(todo)] = True
+        return self._cache[torch.as_tensor(idx_np, device=self._cache.device)]
 
     def targets(self, idx: Sequence[int] | np.ndarray | torch.Tensor) -> torch.Tensor:
         """Labels of ``idx`` on ``self.device``, shape (B,)."""

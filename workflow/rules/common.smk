@@ -4,7 +4,7 @@ import os
 import pandas as pd
 from snakemake.utils import validate
 
-from brainlens.bids import scan_subdir, scan_table
+from brainlens.bids import scan_key, scan_subdir, scan_table
 from brainlens.config import check_config, fold_ids, model_names
 from brainlens.grid import SPACE, res_label
 from brainlens.seeding import derive_seed
@@ -33,10 +33,7 @@ def _scans():
     """One row per T1w scan: scan, participant_id, session_id, subdir, path."""
     if DEMO:
         plan = plan_dataset(DemoSpec(**config["demo"]), seed=config["seed"])
-        stems = [
-            scan_relpath(p, s).split("/")[-1].split("_T1w")[0]
-            for p, s in zip(plan.participant_id, plan.session_id)
-        ]
+        stems = [scan_key(p, s) for p, s in zip(plan.participant_id, plan.session_id)]
         return pd.DataFrame(
             {
                 "scan": stems,
@@ -99,3 +96,8 @@ def checked_scans():
 
 def raw_t1w(wildcards):
     return SCANS.loc[wildcards.scan, "path"]
+
+
+def ground_truth_file():
+    """The dataset's ground_truth.json as a list (empty when it has none)."""
+    return [GROUND_TRUTH] if DEMO or os.path.exists(GROUND_TRUTH) else []

@@ -9,7 +9,7 @@ if DEMO:
         params:
             spec=config["demo"],
             seed=derive_seed(config["seed"], "demo"),
-            out_dir=BIDS_DIR,
+            out_dir=lambda wildcards, output: os.path.dirname(output.participants),
         log:
             "logs/demo_data.log",
         conda:

@@ -1,11 +1,6 @@
 # One HTML page that a researcher can send to a colleague.
 
 
-def ground_truth_file():
-    gt = f"{BIDS_DIR}/ground_truth.json"
-    return [gt] if DEMO or os.path.exists(gt) else []
-
-
 rule report:
     input:
         inputs="results/preprocess/inputs.tsv",
