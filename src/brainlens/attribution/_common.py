@@ -89,6 +89,13 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def to_model(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Detach ``x`` and move it to the device and floating dtype of the model's parameters."""
+    for p in model.parameters():
+        return x.detach().to(device=p.device, dtype=p.dtype)
+    return x.detach()
+
+
 def resolve_layer(model: nn.Module, layer: str | nn.Module | None) -> nn.Module:
     """The layer to explain: ``layer`` (module or dotted name) or ``model.cam_layer``.
 

@@ -29,8 +29,8 @@ from brainlens.attribution._common import (
     AttributionError,
     check_sample,
     check_target,
-    model_device,
     resolve_layer,
+    to_model,
     to_numpy_map,
     upsample,
 )
@@ -476,7 +476,8 @@ def attribute(
 ) -> np.ndarray | dict[str, np.ndarray]:
     """Relevance map of one sample for one class.
 
-    The model is put in eval mode; ``x`` is moved to the model's device.
+    The model is put in eval mode; ``x`` is moved to the model's device and
+    parameter dtype (e.g. a float64 volume for a float32 model).
 
     Parameters
     ----------
@@ -502,7 +503,7 @@ def attribute(
     check_options(method, options)
     check_sample(x)
     model.eval()
-    x = x.detach().to(model_device(model))
+    x = to_model(model, x)
     check_target(model, x, target)
     result = spec.func(model, x, int(target), **options)
     maps = result.values() if isinstance(result, dict) else [result]

@@ -24,6 +24,7 @@ from brainlens.attribution._common import (
     check_sample,
     check_target,
     model_device,
+    to_model,
 )
 from brainlens.attribution.methods import attribute, get_method
 from brainlens.errors import ConfigError, ModelError
@@ -291,7 +292,7 @@ def deletion_curve(
 
     model.eval()
     device = model_device(model)
-    x = x.detach().to(device)
+    x = to_model(model, x)
     check_target(model, x, target)
     order_t = torch.as_tensor(order, device=device)
     scores = []
