@@ -162,9 +162,10 @@ def test_region_occlusion_paints_one_value_per_region_and_zero_background() -> N
     assert rel[labels == R_LABEL][0] == pytest.approx(drop, rel=1e-5)
 
 
-def test_region_occlusion_of_a_linear_model_is_exact() -> None:
+@pytest.mark.parametrize("scale", [1, 1000])  # AAL-like sparse label values work too
+def test_region_occlusion_of_a_linear_model_is_exact(scale: int) -> None:
     """Sum model on an all-ones input: each region's drop = its voxel count; background 0."""
-    labels = octant_atlas()
+    labels = octant_atlas().astype(np.int32) * scale
     model = nn.Sequential(nn.Flatten(), nn.Linear(labels.size, 2, bias=False))
     with torch.no_grad():
         model[1].weight.fill_(1.0)
