@@ -102,7 +102,7 @@ def run(data, out, **kw):
 
 
 def test_outputs_and_reload(data, tmp_path):
-    m = run(data, tmp_path / "f0", augmentation={"flip": {"y": 0.5}, "shift": 1})
+    m = run(data, tmp_path / "f0", augmentation={"flip_axes": ["y"], "shift_voxels": 1})
     out = tmp_path / "f0"
     for name in [
         "model.pt",
@@ -291,12 +291,17 @@ def test_class_weight_modes_run(data, tmp_path, class_weights):
 @pytest.mark.parametrize(
     "aug, lateralized, error",
     [
-        ({"flip": {"x": 0.5}}, True, "lateralized"),
-        ({"flip": {"x": 0.5}}, False, None),
-        ({"flip": {"y": 0.5, "z": 0.5}, "shift": 2}, True, None),
-        ({"flip": {"q": 0.5}}, False, "unknown axis"),
-        ({"flip": {"x": 1.5}}, False, r"\[0, 1\]"),
-        ({"shift": -1}, False, ">= 0"),
+        ({"flip_axes": ["x"]}, True, "lateralized"),
+        ({"flip_axes": [0, 2]}, True, "lateralized"),
+        ({"flip_axes": [0]}, False, None),
+        ({"flip_axes": ["y", 2], "shift_voxels": 2}, True, None),
+        ({"shift_voxels": {"z": 1}}, True, None),
+        ({"flip_axes": ["q"]}, False, "unknown axis"),
+        ({"flip_axes": [3]}, False, "unknown axis"),
+        ({"flip_axes": "x"}, False, "list of axes"),
+        ({"flip_axes": ["y"], "flip_prob": 1.5}, False, r"\[0, 1\]"),
+        ({"shift_voxels": -1}, False, ">= 0"),
+        ({"shift_voxels": {"w": 1}}, False, "unknown axis"),
         ({"rotate": 10}, False, "unknown key"),
     ],
 )
@@ -310,15 +315,15 @@ def test_augmentation_config(aug, lateralized, error):
 
 def test_lateralized_flip_refused_by_train_fold(data, tmp_path):
     with pytest.raises(ConfigError, match="lateralized"):
-        run(data, tmp_path / "lat", augmentation={"flip": {"x": 0.5}}, lateralized=True)
+        run(data, tmp_path / "lat", augmentation={"flip_axes": ["x"]}, lateralized=True)
     assert not (tmp_path / "lat" / "checkpoint.pt").exists()
 
 
 def test_augmenter_flips_and_shifts():
     x = torch.arange(2 * 1 * 4 * 4 * 4, dtype=torch.float32).reshape(2, 1, 4, 4, 4)
-    flip_all = make_augmenter({"flip": {"x": 1.0}}, lateralized=False)
+    flip_all = make_augmenter({"flip_axes": [0], "flip_prob": 1.0}, lateralized=False)
     assert torch.equal(flip_all(x, torch.Generator().manual_seed(0)), x.flip(2))
-    shift = make_augmenter({"shift": {"y": 1}}, lateralized=False)
+    shift = make_augmenter({"shift_voxels": {"y": 1}}, lateralized=False)
     y = shift(x, torch.Generator().manual_seed(0))
     for i in range(2):
         same = torch.equal(y[i], x[i])

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from brainlens.errors import ConfigError
 
 AXES = ("x", "y", "z")
-KEYS = ("flip", "shift")
+KEYS = ("flip_axes", "flip_prob", "shift_voxels")
 
 
 @dataclass(frozen=True)
@@ -76,28 +76,32 @@ def _shift(s: torch.Tensor, shift: list[int]) -> torch.Tensor:
     return padded[(slice(None), *idx)]
 
 
-def _per_axis(value: Any, key: str, kind: type) -> tuple:
+def _axis_index(axis: Any) -> int:
+    if isinstance(axis, str) and axis in AXES:
+        return AXES.index(axis)
+    if isinstance(axis, int) and not isinstance(axis, bool) and 0 <= axis <= 2:
+        return axis
+    raise ConfigError(
+        f"augmentation.flip_axes: unknown axis {axis!r}; expected 0/1/2 or 'x'/'y'/'z' "
+        "(x = left-right, y = posterior-anterior, z = inferior-superior)"
+    )
+
+
+def _shifts(value: Any) -> tuple[int, int, int]:
     if isinstance(value, Mapping):
         unknown = sorted(set(value) - set(AXES))
         if unknown:
             raise ConfigError(
-                f"augmentation.{key}: unknown axis {unknown}; expected keys among {list(AXES)}"
+                f"augmentation.shift_voxels: unknown axis {unknown}; expected keys among {list(AXES)}"
             )
-        vals = tuple(value.get(a, 0) for a in AXES)
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        vals = (value,) * 3 if key == "shift" else None
-        if vals is None:
-            raise ConfigError(
-                f"augmentation.flip: expected a mapping axis -> probability, e.g. "
-                f"{{'x': 0.5}}, got {value!r}"
-            )
+        vals = [value.get(a, 0) for a in AXES]
     else:
-        raise ConfigError(f"augmentation.{key}: expected a mapping per axis, got {value!r}")
-    try:
-        vals = tuple(kind(v) for v in vals)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"augmentation.{key}: expected numbers, got {value!r}") from err
-    return vals
+        vals = [value] * 3
+    if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in vals):
+        raise ConfigError(
+            f"augmentation.shift_voxels: expected an integer >= 0 (or one per axis), got {value!r}"
+        )
+    return tuple(vals)  # type: ignore[return-value]
 
 
 def make_augmenter(
@@ -108,10 +112,13 @@ def make_augmenter(
     Parameters
     ----------
     augmentation : mapping or None
-        ``{"flip": {"x": 0.5, "y": 0.0, "z": 0.0}, "shift": 2}``; ``shift`` may also be a
-        per-axis mapping. Missing axes default to 0. ``None`` or ``{}``: no augmentation.
+        ``{"flip_axes": ["y"], "flip_prob": 0.5, "shift_voxels": 2}``: each listed axis
+        (0/1/2 or "x"/"y"/"z"; 0 = x = left-right) is flipped with probability
+        ``flip_prob`` (default 0.5), independently per sample; every sample is shifted
+        by up to ``shift_voxels`` voxels (an int, or ``{"x": .., "y": .., "z": ..}``).
+        ``None`` or ``{}``: no augmentation.
     lateralized : bool
-        The task depends on the side of the brain; a left-right (``x``) flip is refused.
+        The task depends on the side of the brain; a left-right (x) flip is refused.
 
     Returns
     -------
@@ -121,8 +128,8 @@ def make_augmenter(
     Raises
     ------
     ConfigError
-        Unknown keys or axes, probabilities outside [0, 1], negative shifts, or an
-        ``x`` flip with ``lateralized=True``.
+        Unknown keys or axes, a probability outside [0, 1], negative shifts, or an x
+        flip with ``lateralized=True``.
     """
     if not augmentation:
         return None
@@ -131,17 +138,20 @@ def make_augmenter(
     unknown = sorted(set(augmentation) - set(KEYS))
     if unknown:
         raise ConfigError(f"augmentation: unknown key(s) {unknown}; expected among {list(KEYS)}")
-    flip = _per_axis(augmentation.get("flip", {}), "flip", float)
-    shift = _per_axis(augmentation.get("shift", 0), "shift", int)
-    if any(not 0.0 <= p <= 1.0 for p in flip):
-        raise ConfigError(f"augmentation.flip: probabilities must lie in [0, 1], got {flip}")
-    if any(s < 0 for s in shift):
-        raise ConfigError(f"augmentation.shift: expected voxels >= 0, got {shift}")
+    axes = augmentation.get("flip_axes", []) or []
+    if isinstance(axes, (str, int)):
+        raise ConfigError(f"augmentation.flip_axes: expected a list of axes, got {axes!r}")
+    idx = {_axis_index(a) for a in axes}
+    prob = augmentation.get("flip_prob", 0.5)
+    if isinstance(prob, bool) or not isinstance(prob, (int, float)) or not 0.0 <= prob <= 1.0:
+        raise ConfigError(f"augmentation.flip_prob: expected a number in [0, 1], got {prob!r}")
+    flip = tuple(float(prob) if d in idx else 0.0 for d in range(3))
+    shift = _shifts(augmentation.get("shift_voxels", 0))
     if lateralized and flip[0] > 0:
         raise ConfigError(
-            f"augmentation.flip.x={flip[0]}: a left-right flip swaps the hemispheres, but the "
-            "task is lateralized (lateralized=True), so it would corrupt the labels. Fix: set "
-            "the x flip probability to 0 (y/z flips and shifts are fine)"
+            f"augmentation.flip_axes={list(axes)}: a left-right (x, axis 0) flip swaps the "
+            "hemispheres, but the task is lateralized (lateralized=True), so it would corrupt "
+            "the labels. Fix: remove x/0 from flip_axes (y/z flips and shifts are fine)"
         )
     if not any(flip) and not any(shift):
         return None

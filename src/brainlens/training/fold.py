@@ -232,7 +232,8 @@ def train_fold(
         True: cross-entropy weighted by n / (K * n_class) of the training part;
         "sampler": draw training samples with probability 1 / n_class (with replacement).
     augmentation : mapping, optional
-        ``{"flip": {"x": p, "y": p, "z": p}, "shift": voxels}`` on the 3D grid.
+        ``{"flip_axes": ["y"], "flip_prob": 0.5, "shift_voxels": 2}`` on the 3D grid
+        (see :func:`brainlens.training.augment.make_augmenter`).
     lateralized : bool
         The task depends on brain side: a left-right flip raises ConfigError.
     transform : mapping, optional
