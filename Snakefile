@@ -1,17 +1,15 @@
 # brainlens: leakage-free CNN classification of T1w brain MRI and atlas-region
 # attribution. Run the built-in demo with `snakemake --cores 8`; point
 # config/config.yaml at your BIDS data for a real study. See README.md.
-import os
-
 from snakemake.utils import min_version
+
+from brainlens.runtime import export_src
 
 min_version("9.0")
 
 # Jobs (also inside per-rule conda envs and on cluster nodes) import brainlens from
 # this checkout: its src/ goes first on PYTHONPATH. See README, "Conda environments".
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (os.path.join(workflow.basedir, "src"), os.environ.get("PYTHONPATH")) if p
-)
+export_src(f"{workflow.basedir}/src")
 
 
 configfile: "config/config.yaml"

@@ -23,6 +23,7 @@ FOLDS = fold_ids(config)
 METHODS = list(config["attribution"]["methods"])
 ATLASES = list(config["regions"]["atlases"])
 INPUTS = list(config["train"]["inputs"])
+DEMO_SEED = derive_seed(config["seed"], "demo")
 GROUND_TRUTH = f"{BIDS_DIR}/ground_truth.json"
 #: Atlas used to score the ground truth (the demo's atlas, else the first configured).
 GT_ATLAS = config["demo"]["atlas"] if DEMO else ATLASES[0]
@@ -32,7 +33,7 @@ GPU_RESOURCES = {"gpu": config["train"]["gpus"]} if config["train"]["gpus"] else
 def _scans():
     """One row per T1w scan: scan, participant_id, session_id, subdir, path."""
     if DEMO:
-        plan = plan_dataset(DemoSpec(**config["demo"]), seed=config["seed"])
+        plan = plan_dataset(DemoSpec(**config["demo"]), seed=DEMO_SEED)
         stems = [scan_key(p, s) for p, s in zip(plan.participant_id, plan.session_id)]
         return pd.DataFrame(
             {

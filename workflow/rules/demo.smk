@@ -8,7 +8,7 @@ if DEMO:
             scans=SCANS["path"].tolist(),
         params:
             spec=config["demo"],
-            seed=derive_seed(config["seed"], "demo"),
+            seed=DEMO_SEED,
             out_dir=lambda wildcards, output: os.path.dirname(output.participants),
         log:
             "logs/demo_data.log",
