@@ -165,7 +165,8 @@ def test_resume_after_kill_gives_same_result(data, tmp_path):
     ckpt = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)
     assert ckpt["epoch"] == 2
     resumed = run(data, tmp_path / "killed", epochs=5)
-    assert resumed == {**full}
+    assert resumed == full
+    _assert_history_continued(tmp_path / "killed", ckpt["history"])
     h_full = pd.read_csv(tmp_path / "full" / "history.tsv", sep="\t").drop(columns="seconds")
     h_res = pd.read_csv(tmp_path / "killed" / "history.tsv", sep="\t").drop(columns="seconds")
     pd.testing.assert_frame_equal(h_full, h_res)
@@ -419,3 +420,78 @@ def test_registry_models_train(grid16, tmp_path, name, options, transform, x_sha
     assert meta["model"] == name and meta["in_shape"] == list(x_shape[1:])
     assert (meta["transform"] is None) == (name.endswith("3d"))
     assert net(torch.zeros(x_shape)).shape == (1, 2)
+
+
+CHILD = """
+import sys, time, torch
+from torch import nn
+from brainlens.training import train_fold
+torch.set_num_threads(1)
+
+class Tiny(nn.Module):  # same layers as the test's Tiny, but slow, so it can be killed
+    def __init__(self, *, in_shape, n_classes, width=4, dropout=0.2):
+        super().__init__()
+        self.conv = nn.Conv3d(in_shape[0], width, 3, padding=1)
+        self.drop = nn.Dropout(dropout)
+        self.fc = nn.Linear(width, n_classes)
+        self.cam_layer = self.conv
+    def forward(self, x):
+        time.sleep(0.05)
+        return self.fc(self.drop(torch.relu(self.conv(x))).mean(dim=(2, 3, 4)))
+
+npy, tsv, folds, out = sys.argv[1:5]
+train_fold(packs={"gm": (npy, tsv)}, folds_tsv=folds, fold=0, out_dir=out, model="tiny",
+           model_options={"width": 4}, epochs=6, batch_size=4, lr=0.02, seed=123, progress=False,
+           device="cpu", model_factory=lambda n, **k: Tiny(**k))
+"""
+
+
+@pytest.mark.slow
+def test_sigkilled_process_resumes_to_same_result(data, tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    scans, packs, folds_tsv = data
+    out = tmp_path / "killed"
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, *map(str, packs["gm"]), str(folds_tsv), str(out)],
+        stderr=subprocess.PIPE,
+    )
+    ckpt = out / "checkpoint.pt"
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            if child.poll() is not None:
+                pytest.fail(f"child ended before the kill: {child.stderr.read().decode()[-2000:]}")
+            if ckpt.exists() and torch.load(ckpt, weights_only=True)["epoch"] >= 2:
+                break
+            time.sleep(0.02)
+        else:
+            pytest.fail("no checkpoint after 120 s")
+    finally:
+        child.kill()
+        child.wait()
+    assert not (out / "metrics.json").exists()
+    saved = torch.load(ckpt, weights_only=True)
+    assert 2 <= saved["epoch"] < 6
+    resumed = run(data, out, epochs=6)
+    full = run(data, tmp_path / "full", epochs=6)
+    assert resumed == full
+    _assert_history_continued(out, saved["history"])
+
+
+def _assert_history_continued(out, saved_history):
+    """The epochs done before the kill were taken over from the checkpoint, not re-run."""
+    hist = pd.read_csv(out / "history.tsv", sep="\t")
+    before = [h["seconds"] for h in saved_history]
+    assert np.allclose(hist["seconds"][: len(before)], before, rtol=1e-5)
+
+
+def test_several_inputs_become_channels(data, tmp_path):
+    scans, packs, folds_tsv = data
+    two = {"gm": packs["gm"], "t1w": packs["gm"]}
+    run((scans, two, folds_tsv), tmp_path / "two", epochs=1)
+    net, meta = load_trained_model(tmp_path / "two", model_factory=tiny_factory)
+    assert meta["inputs"] == ["gm", "t1w"] and meta["in_shape"][0] == 2
+    assert net.conv.in_channels == 2
