@@ -1,0 +1,327 @@
+"""Report sections "Attribution maps" and "Regions"."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from brainlens.report import brainmaps, plots
+from brainlens.report.html import Section, badge, esc, figure, note, slug, table
+from brainlens.report.io import fmt, fmt_pct, read_tsv, sorted_keys
+from brainlens.report.meaning import MethodCheck
+
+log = logging.getLogger(__name__)
+
+#: Regions shown per bar chart and table.
+TOP_N = 15
+
+#: One line per attribution method, shown next to its maps.
+METHOD_NOTES = {
+    "gradients": "|gradient| of the class logit w.r.t. each voxel (sensitivity)",
+    "guided_backprop": "|guided back-propagation| (gradients through ReLUs, positive only)",
+    "integrated_gradients": "integrated gradients from a zero baseline; signed "
+    "(positive = evidence for the class)",
+    "occlusion": "drop of the class score when a cube of voxels is masked; signed",
+    "region_occlusion": "drop of the class score when a whole atlas region is masked; signed",
+    "gradcam": "3D Grad-CAM of the last convolutional layer (rectified, upsampled)",
+    "cam_ng2018": "class-invariant activation map of the last convolutional layer (Ng 2018)",
+    "layer_maps": "per-layer rectified Grad-CAM",
+}
+
+
+def _flag(check: MethodCheck | None) -> str:
+    if check is not None and check.fails:
+        return " " + badge("fails randomisation check: do not interpret", "bad")
+    return ""
+
+
+def maps_section(
+    models: list[str],
+    methods: list[str],
+    attribution_tables: Mapping[tuple, Path],
+    template_t1w: Path | None,
+    checks: Mapping[tuple[str, str], MethodCheck],
+    writer: plots.FigureWriter,
+) -> Section:
+    """Section 5: per model and method, glass brains and slices of class-mean maps."""
+    sec = Section("maps", "Attribution maps")
+    template = brainmaps.find_template(template_t1w)
+    intro = (
+        "<p>For each test scan, each method gives a relevance map (higher = more relevant for "
+        "the explained class). Maps were averaged per true class within each fold and then "
+        "over folds. Every map is shown with voxels above the "
+        f"{brainmaps.THRESHOLD_PERCENTILE:g}th percentile of |relevance|; the colour scale is "
+        "shared by the rows of one figure so classes can be compared, but not across methods "
+        "(their units differ).</p>"
+    )
+    if template is None:
+        intro += note(
+            f"Template T1w <code>{esc(template_t1w)}</code> not found: slices are drawn on "
+            "nilearn's MNI152 template.",
+            "warn",
+        )
+    sec.body = intro
+    for model in models:
+        msub = Section(slug("maps", model), f"Maps of model {model}", level=3)
+        for method in methods:
+            tables = {
+                k[2]: attribution_tables[k]
+                for k in sorted_keys(attribution_tables)
+                if k[0] == model and k[1] == method
+            }
+            if not tables:
+                continue
+            h = Section(slug("maps", model, method), method, level=4)
+            body = [
+                f"<p><i>{esc(METHOD_NOTES.get(method, ''))}</i>{_flag(checks.get((model, method)))}</p>"
+            ]
+            cm = brainmaps.class_maps_over_folds(tables)
+            for n in cm.notes:
+                log.warning("%s/%s: %s", model, method, n)
+            if not cm.maps:
+                h.body = "\n".join(body) + note("No maps found for this method.", "warn")
+                msub.children.append(h)
+                continue
+            if cm.notes:
+                body.append(note("<br>".join(esc(n) for n in cm.notes[:5]), "warn"))
+            order = brainmaps.class_order(cm.maps)
+            ordered = {k: cm.maps[k] for k in order}
+            glass, slices, info = brainmaps.brain_figures(ordered, template, method)
+            nf = max(cm.n_folds.values())
+            fold_txt = f"averaged over {nf} fold{'s' if nf != 1 else ''}"
+            scale = (
+                "Signed map: red = evidence for the class, blue = against (RdBu scale)."
+                if info["signed"]
+                else "Non-negative map: yellow = most relevant (viridis scale)."
+            )
+            g = writer.save(glass, f"glass_{model}_{method}")
+            s = writer.save(slices, f"slices_{model}_{method}")
+            body.append(
+                figure(
+                    g,
+                    f"<b>Glass brains</b> of the mean {esc(method)} map of model "
+                    f"{esc(model)}, {fold_txt}; rows: all test scans, then each true class. "
+                    "Each view projects the maximum through the brain (L = left). "
+                    f"{scale} Threshold {fmt(info['threshold'])}, colour maximum "
+                    f"{fmt(info['vmax'])}.",
+                    f"glass brains {model} {method}",
+                )
+            )
+            x, y, z = info["cut_coords"]
+            body.append(
+                figure(
+                    s,
+                    f"<b>Slices</b> through the peak of the mean map (x = {x:.0f}, y = {y:.0f}, "
+                    f"z = {z:.0f} mm, MNI) on the template T1w; same rows and scale as the "
+                    "glass brains.",
+                    f"slices {model} {method}",
+                )
+            )
+            if cm.computed:
+                body.append(
+                    note(
+                        f"{cm.computed} fold mean map(s) were missing and were computed here "
+                        "from the per-scan maps.",
+                        "info",
+                    )
+                )
+            h.body = "\n".join(body)
+            msub.children.append(h)
+        if not msub.children:
+            msub.body = note(f"No attribution tables for model {esc(model)}.", "warn")
+        sec.children.append(msub)
+    return sec
+
+
+@dataclass
+class RegionFacts:
+    """Region results the page header quotes."""
+
+    top: dict[tuple[str, str, str], list[str]] = field(default_factory=dict)
+    tables: dict[tuple[str, str, str], pd.DataFrame] = field(default_factory=dict)
+    gt_rank: dict[tuple[str, str], int] = field(default_factory=dict)
+
+
+def _gt_row(df: pd.DataFrame, gt: Mapping[str, Any]) -> pd.Series:
+    hit = df["region"].astype(str) == str(gt.get("region"))
+    if not hit.any() and "label" in df and gt.get("label") is not None:
+        hit = pd.to_numeric(df["label"], errors="coerce") == float(gt["label"])
+    return hit
+
+
+def _fold_ranks(folds_df: pd.DataFrame | None) -> dict[str, str]:
+    if folds_df is None or not {"fold", "region", "rank"} <= set(folds_df.columns):
+        return {}
+    d = folds_df
+    if "class" in d:
+        d = d[d["class"].astype(str) == "all"]
+    d = d.sort_values("fold")
+    return {
+        str(r): ", ".join(fmt(v, 0) if not math.isnan(v) else "–" for v in g["rank"].astype(float))
+        for r, g in d.groupby("region", sort=False)
+    }
+
+
+def _region_table_html(df: pd.DataFrame, fold_ranks: dict[str, str], highlight: pd.Series) -> str:
+    top = df.head(TOP_N)
+    rows, classes = [], []
+    for i, r in top.iterrows():
+        rows.append(
+            {
+                "rank": fmt(r.get("rank"), 0) if "rank" in r else "",
+                "region": str(r["region"]),
+                "mean": fmt(r.get("mean"), 4),
+                "SD": fmt(r.get("sd"), 4),
+                "rank over folds (mean ± SD)": f"{fmt(r.get('rank_mean'), 1)} ± {fmt(r.get('rank_sd'), 1)}",
+                "in top 10 of folds": fmt_pct(r.get("top10_share")),
+                "rank per fold": fold_ranks.get(str(r["region"]), "–"),
+                "voxels": fmt(r.get("n_voxels"), 0),
+            }
+        )
+        classes.append("good" if bool(highlight.loc[i]) else "")
+    return table(
+        pd.DataFrame(rows),
+        text_columns=["region", "rank per fold"],
+        row_class=classes,
+        caption_html=f"Top {TOP_N} regions by mean relevance (mean over folds of the region's "
+        "mean voxel relevance). <i>Rank over folds</i> and <i>in top 10 of folds</i> measure "
+        "stability: a region that is highly ranked in every fold is a robust finding; one that "
+        "is high in a single fold is not. Green row: the planted region (synthetic data).",
+    )
+
+
+def regions_section(
+    models: list[str],
+    methods: list[str],
+    atlases: list[str],
+    region_tables: Mapping[tuple, Path],
+    region_fold_tables: Mapping[tuple, Path],
+    agreement_tables: Mapping[tuple, Path],
+    checks: Mapping[tuple[str, str], MethodCheck],
+    ground_truth: Mapping[str, Any] | None,
+    writer: plots.FigureWriter,
+) -> tuple[Section, RegionFacts]:
+    """Section 6: top regions per model, method and atlas; agreement between methods."""
+    sec = Section("regions", "Regions")
+    sec.body = (
+        "<p>Relevance maps summarised per atlas region: the mean relevance of the region's "
+        "voxels, per fold, then averaged over folds. Regions are ranked by that mean (1 = most "
+        "relevant).</p>"
+    )
+    facts = RegionFacts()
+    for model in models:
+        msub = Section(slug("regions", model), f"Regions of model {model}", level=3)
+        for atlas in atlases:
+            asub = Section(slug("regions", model, atlas), f"Atlas {atlas}", level=4)
+            body = []
+            agree = read_tsv(agreement_tables.get((model, atlas)))
+            if agree is not None and len(agree):
+                agree = agree.set_index(agree.columns[0])
+                agree.index = agree.index.astype(str)
+                src = writer.save(
+                    plots.agreement_figure(agree, f"{model}, {atlas}"), f"agreement_{model}_{atlas}"
+                )
+                body.append(
+                    figure(
+                        src,
+                        "<b>Agreement between methods</b>: Spearman rank correlation of the "
+                        f"region rankings of two methods ({esc(atlas)} regions). Near 1: the two "
+                        "methods order regions alike; near 0: unrelated. Findings shared by "
+                        "several methods that pass the sanity checks are the most credible.",
+                        f"method agreement {model} {atlas}",
+                    )
+                )
+            for method in methods:
+                df = read_tsv(
+                    region_tables.get((model, method, atlas)), required=("region", "mean")
+                )
+                if df is None:
+                    continue
+                df = df.sort_values("rank" if "rank" in df else "mean", ascending="rank" in df)
+                df = df.reset_index(drop=True)
+                facts.tables[(model, method, atlas)] = df
+                facts.top[(model, method, atlas)] = [str(r) for r in df["region"].head(5)]
+                hl = (
+                    _gt_row(df, ground_truth)
+                    if ground_truth and ground_truth.get("atlas") == atlas
+                    else pd.Series(False, index=df.index)
+                )
+                gt_name = None
+                if hl.any():
+                    gt_name = str(df.loc[hl, "region"].iloc[0])
+                    rank = df.loc[hl, "rank"].iloc[0] if "rank" in df else df.index[hl][0] + 1
+                    facts.gt_rank[(model, method)] = int(rank)
+                fr = _fold_ranks(read_tsv(region_fold_tables.get((model, method, atlas))))
+                src = writer.save(
+                    plots.region_bar_figure(df.head(TOP_N), f"{model}, {method}, {atlas}", gt_name),
+                    f"regions_{model}_{method}_{atlas}",
+                )
+                gt_txt = (
+                    f" The planted region {esc(gt_name)} (vermilion) is ranked "
+                    f"{facts.gt_rank[(model, method)]} of {len(df)}."
+                    if gt_name
+                    else ""
+                )
+                body.append(f"<h5>{esc(method)}{_flag(checks.get((model, method)))}</h5>")
+                body.append(
+                    figure(
+                        src,
+                        f"<b>Top {min(TOP_N, len(df))} {esc(atlas)} regions</b> for "
+                        f"{esc(method)} (model {esc(model)}), by mean relevance over folds; "
+                        f"error bars: SD over folds.{gt_txt}",
+                        f"top regions {model} {method} {atlas}",
+                    )
+                )
+                body.append(
+                    "<details><summary>Table of the top regions</summary>"
+                    + _region_table_html(df, fr, hl)
+                    + "</details>"
+                )
+            if not body:
+                continue
+            asub.body = "\n".join(body)
+            msub.children.append(asub)
+        if not msub.children:
+            msub.body = note(f"No region tables for model {esc(model)}.", "warn")
+        sec.children.append(msub)
+    return sec, facts
+
+
+def consensus_regions(
+    facts: RegionFacts,
+    model: str,
+    atlas: str,
+    methods: list[str],
+    checks: Mapping[tuple[str, str], MethodCheck],
+    n: int = 3,
+) -> tuple[list[str], list[str]]:
+    """Regions with the best mean rank over the methods that pass randomisation.
+
+    Returns
+    -------
+    regions : list of str
+        Up to ``n`` region names.
+    used : list of str
+        The methods averaged (all available ones when none passes).
+    """
+    avail = [m for m in methods if (model, m, atlas) in facts.tables]
+    passing = [m for m in avail if not checks.get((model, m), MethodCheck(model, m)).fails]
+    used = passing or avail
+    if not used:
+        return [], []
+    ranks = []
+    for m in used:
+        df = facts.tables[(model, m, atlas)]
+        r = df["rank"] if "rank" in df else pd.Series(range(1, len(df) + 1), index=df.index)
+        ranks.append(pd.Series(r.to_numpy(float), index=df["region"].astype(str), name=m))
+    mean_rank = pd.concat(ranks, axis=1).mean(axis=1).sort_values()
+    return [str(r) for r in mean_rank.index[:n]], used
+
+
+__all__ = ["RegionFacts", "consensus_regions", "maps_section", "regions_section"]

@@ -1,0 +1,264 @@
+"""Report section "Is the map meaningful?": randomisation, deletion and ground-truth checks."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from brainlens.report import plots
+from brainlens.report.html import Section, badge, esc, figure, note, slug, table
+from brainlens.report.io import as_bool, fmt, fmt_pct, read_tsv
+
+#: A method "fails" the randomisation check when fewer than this share of its scans pass.
+PASS_SHARE = 0.5
+#: Default |Spearman| threshold of brainlens.attribution.sanity (drawn as a guide only;
+#: pass/fail itself is read from the table's ``passes_randomization`` column).
+RANDOMIZATION_THRESHOLD = 0.5
+#: The planted region counts as "found" when its median rank is at most this.
+TOP_K = 3
+
+
+@dataclass
+class MethodCheck:
+    """Summary of the sanity checks of one model and method."""
+
+    model: str
+    method: str
+    n_scans: int = 0
+    pass_share: float = float("nan")
+    aoc: float = float("nan")
+    aoc_random: float = float("nan")
+    gt_rank: float = float("nan")
+    gt_mass_share: float = float("nan")
+    gt_hit_rate: float = float("nan")
+
+    @property
+    def fails(self) -> bool:
+        """True when the randomisation check was run and most scans failed it."""
+        return not math.isnan(self.pass_share) and self.pass_share < PASS_SHARE
+
+    @property
+    def gt_top(self) -> bool | None:
+        """Whether the planted region's median rank is within the top :data:`TOP_K`."""
+        return None if math.isnan(self.gt_rank) else bool(self.gt_rank <= TOP_K)
+
+
+def _mean(df: pd.DataFrame, col: str) -> float:
+    if col not in df:
+        return float("nan")
+    v = pd.to_numeric(df[col], errors="coerce")
+    return float(v.mean()) if v.notna().any() else float("nan")
+
+
+def summarize_checks(model: str, method: str, df: pd.DataFrame | None) -> MethodCheck:
+    """Aggregate one sanity table (one row per fold and scan) into a :class:`MethodCheck`."""
+    c = MethodCheck(model, method)
+    if df is None or df.empty:
+        return c
+    c.n_scans = len(df)
+    if "passes_randomization" in df:
+        p = as_bool(df["passes_randomization"]).dropna()
+        c.pass_share = float(p.astype(bool).mean()) if len(p) else float("nan")
+    c.aoc = _mean(df, "deletion_aoc")
+    c.aoc_random = _mean(df, "deletion_aoc_random")
+    if "gt_rank" in df:
+        r = pd.to_numeric(df["gt_rank"], errors="coerce").dropna()
+        c.gt_rank = float(r.median()) if len(r) else float("nan")
+    c.gt_mass_share = _mean(df, "gt_mass_share")
+    if "gt_pointing_hit" in df:
+        h = as_bool(df["gt_pointing_hit"]).dropna()
+        c.gt_hit_rate = float(h.astype(bool).mean()) if len(h) else float("nan")
+    return c
+
+
+def _aoc_text(c: MethodCheck) -> str:
+    if math.isnan(c.aoc):
+        return "–"
+    txt = f"{fmt(c.aoc)} vs {fmt(c.aoc_random)}"
+    if not math.isnan(c.aoc_random):
+        kind = "ok" if c.aoc > c.aoc_random else "bad"
+        txt += " " + badge("better" if kind == "ok" else "not better", kind)
+    return txt
+
+
+def check_table(checks: list[MethodCheck], ground_truth: bool) -> str:
+    """The per-method summary table (HTML) of one model."""
+    rows, classes = [], []
+    for c in checks:
+        if math.isnan(c.pass_share):
+            rand = "not run"
+        else:
+            rand = f"{fmt_pct(c.pass_share)} " + (
+                badge("FAILS", "bad") if c.fails else badge("passes", "ok")
+            )
+        r = {
+            "method": esc(c.method),
+            "scans checked": str(c.n_scans),
+            "passes randomisation (share of scans)": rand,
+            "deletion AOC vs random": _aoc_text(c),
+        }
+        if ground_truth:
+            r |= {
+                "planted region rank (median)": fmt(c.gt_rank, 1),
+                "mass share": fmt(c.gt_mass_share),
+                "pointing hit rate": fmt_pct(c.gt_hit_rate),
+                f"planted region in top {TOP_K}": "–"
+                if c.gt_top is None
+                else badge("yes", "ok")
+                if c.gt_top
+                else badge("no", "bad"),
+            }
+        rows.append(r)
+        classes.append("flag" if c.fails else "")
+    cap = (
+        "<b>passes randomisation</b>: share of checked scans whose map changed when the "
+        "trained weights were replaced by random ones (|Spearman ρ| between the two maps below "
+        f"{RANDOMIZATION_THRESHOLD:g}; Adebayo et al. 2018). A method that fails on most scans "
+        "(red rows) shows image structure rather than what the model learned; do not "
+        "interpret its maps. <b>Deletion AOC</b>: area between the starting probability of the "
+        "target class and the curve obtained when deleting voxels in order of relevance; "
+        "higher = the probability falls faster. It should clearly exceed the same area for a "
+        "random deletion order."
+    )
+    if ground_truth:
+        cap += (
+            " <b>Planted region rank</b>: rank (1 = most relevant) of the region with the "
+            "planted effect among all atlas regions, median over scans; <b>mass share</b>: "
+            "share of the positive relevance inside the region (mean over scans); "
+            "<b>pointing hit rate</b>: share of scans whose relevance maximum lies in the region."
+        )
+    return table(
+        pd.DataFrame(rows),
+        text_columns=["method", "passes randomisation (share of scans)", "deletion AOC vs random"],
+        row_class=classes,
+        escape=False,
+        caption_html=cap,
+    )
+
+
+def meaning_section(
+    models: list[str],
+    methods: list[str],
+    sanity_tables: Mapping[tuple, Path],
+    deletion_tables: Mapping[tuple, Path],
+    ground_truth: Mapping[str, Any] | None,
+    writer: plots.FigureWriter,
+) -> tuple[Section, dict[tuple[str, str], MethodCheck]]:
+    """Section 7; returns it and the check summary per (model, method)."""
+    sec = Section("meaningful", "Is the map meaningful?")
+    sec.body = (
+        "<p>An attribution map can look plausible and still explain nothing. Three checks: "
+        "(1) <b>randomisation</b>: the map must change when the model's weights are "
+        "randomised; (2) <b>deletion</b>: deleting the voxels the map calls most relevant must "
+        "lower the model's confidence faster than deleting random voxels; (3) with synthetic "
+        "data, the map must point at the <b>planted region</b>.</p>"
+    )
+    if not ground_truth:
+        sec.body += note(
+            "No ground truth was given (real data): the planted-region check is not applicable. "
+            "Only the randomisation and deletion checks are shown.",
+            "info",
+        )
+    checks: dict[tuple[str, str], MethodCheck] = {}
+    for model in models:
+        sub = Section(slug("meaning", model), f"Checks of model {model}", level=3)
+        body = []
+        tables = {m: read_tsv(sanity_tables.get((model, m))) for m in methods}
+        for m in methods:
+            checks[(model, m)] = summarize_checks(model, m, tables[m])
+        have = [checks[(model, m)] for m in methods if tables[m] is not None]
+        if not have:
+            sub.body = note(f"No sanity-check results for model {esc(model)}.", "warn")
+            sec.children.append(sub)
+            continue
+        failing = [c.method for c in have if c.fails]
+        if failing:
+            body.append(
+                note(
+                    "⚠ <b>Failing the randomisation check:</b> "
+                    + ", ".join(f"<code>{esc(m)}</code>" for m in failing)
+                    + ". Their maps barely change when the model is replaced by a random one, "
+                    "so they do not reflect what this model learned.",
+                    "bad",
+                )
+            )
+        body.append(check_table(have, bool(ground_truth)))
+        rand = {
+            m: pd.to_numeric(t["spearman_random"], errors="coerce").to_numpy()
+            for m, t in tables.items()
+            if t is not None and "spearman_random" in t
+        }
+        figs = []
+        src = plots.save_if(
+            writer,
+            plots.randomization_figure(rand, RANDOMIZATION_THRESHOLD),
+            f"randomization_{model}",
+        )
+        if src:
+            figs.append(
+                figure(
+                    src,
+                    "<b>Randomisation check.</b> One dot per checked scan: |Spearman ρ| between "
+                    "the map of the trained model and the map of the fully randomised model; "
+                    "black bar: median. Low is good (the map depends on the learned weights); "
+                    "dots above the dashed line fail.",
+                    f"randomisation check of {model}",
+                )
+            )
+        dele = {m: read_tsv(deletion_tables.get((model, m))) for m in methods}
+        src = plots.save_if(writer, plots.deletion_figure(dele), f"deletion_{model}")
+        if src:
+            figs.append(
+                figure(
+                    src,
+                    "<b>Deletion curves</b> per method: probability of the target class while "
+                    "the most relevant voxels are deleted first (solid) or voxels are deleted "
+                    "in random order (dashed); mean over scans, band = SD. A faithful map makes "
+                    "the solid curve drop well before the dashed one.",
+                    f"deletion curves of {model}",
+                )
+            )
+        elif not any(d is not None for d in dele.values()):
+            body.append(note("No deletion curves found.", "warn"))
+        body.extend(figs)
+        sub.body = "\n".join(body)
+        sec.children.append(sub)
+    if ground_truth:
+        sec.children.append(_ground_truth_part(ground_truth, [checks[k] for k in checks]))
+    return sec, checks
+
+
+def _ground_truth_part(gt: Mapping[str, Any], checks: list[MethodCheck]) -> Section:
+    sub = Section("ground-truth", "Planted region (ground truth)", level=3)
+    have = [c for c in checks if not math.isnan(c.gt_rank)]
+    desc = (
+        f"<p>The data are synthetic: the class <b>{esc(gt.get('positive_class', '?'))}</b> "
+        f"carries a planted {esc(gt.get('kind', 'effect'))} in region "
+        f"<b>{esc(gt.get('region', '?'))}</b> of atlas <code>{esc(gt.get('atlas', '?'))}</code>"
+        f" (effect size {esc(gt.get('effect', '?'))}). A map that explains the model should "
+        "rank this region at or near the top.</p>"
+    )
+    if not have:
+        sub.body = desc + note("The sanity tables hold no planted-region scores.", "warn")
+        return sub
+    found = [c for c in have if c.gt_top]
+    if found:
+        msg = note(
+            "✔ Planted region found (median rank ≤ "
+            f"{TOP_K}) by: "
+            + ", ".join(f"<code>{esc(c.model)}/{esc(c.method)}</code>" for c in found)
+            + ".",
+            "ok",
+        )
+    else:
+        msg = note(f"✘ No method ranks the planted region in the top {TOP_K}.", "bad")
+    sub.body = desc + msg
+    return sub
+
+
+__all__ = ["MethodCheck", "check_table", "meaning_section", "summarize_checks"]

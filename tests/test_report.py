@@ -1,0 +1,383 @@
+"""Tests of brainlens.report: a tiny fake results tree in, one HTML page out."""
+
+from __future__ import annotations
+
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from brainlens.grid import BBOX_MIN
+from brainlens.metrics import classification_metrics, to_jsonable, write_metrics_summary
+from brainlens.report import build_report
+
+CLASSES = ["control", "patient"]
+MODEL = "tiny3d"
+METHODS = ["integrated_gradients", "gradients"]  # gradients is made to fail randomisation
+ATLAS = "aal"
+REGIONS = ["Hippocampus_L", "Amygdala_L", "Precuneus_R", "Insula_R", "Cuneus_L", "Caudate_R"]
+EXCLUDED = "sub-10"
+FLAGGED = "sub-03"
+# A coarse grid (8 mm) spanning the MNI analysis bounding box: small and correctly placed.
+SHAPE = (23, 28, 23)
+AFFINE = np.diag([8.0, 8.0, 8.0, 1.0])
+AFFINE[:3, 3] = BBOX_MIN
+
+
+def _tsv(df: pd.DataFrame, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(path, sep="\t", index=False)
+    return path
+
+
+def _nii(data: np.ndarray, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(data.astype(np.float32), AFFINE), path)
+    return path
+
+
+def _blob(centre: tuple[int, int, int], rng: np.random.Generator, sign: float = 1.0) -> np.ndarray:
+    ii, jj, kk = np.indices(SHAPE)
+    d2 = (ii - centre[0]) ** 2 + (jj - centre[1]) ** 2 + (kk - centre[2]) ** 2
+    return sign * np.exp(-d2 / 8.0) + 0.05 * rng.standard_normal(SHAPE)
+
+
+def make_results(root: Path, *, folds: tuple[int, ...] = (0, 1), ground_truth: bool = True) -> dict:
+    """Write a small results tree in the workflow's formats; return build_report kwargs."""
+    rng = np.random.default_rng(0)
+    subs = [f"sub-{i:02d}" for i in range(1, 11)]
+    labels = {s: CLASSES[i % 2] for i, s in enumerate(subs)}
+    inputs = pd.DataFrame(
+        {
+            "scan": [f"{s}_T1w" for s in subs],
+            "participant_id": subs,
+            "session_id": "n/a",
+            "label": [labels[s] for s in subs],
+            "path": [f"bids/{s}/anat/{s}_T1w.nii.gz" for s in subs],
+            "status": ["invalid" if s == EXCLUDED else "ok" for s in subs],
+            "problem": [
+                f"bids/{s}/anat/{s}_T1w.nii.gz: expected a 3D image, got 4D. Fix: split it"
+                if s == EXCLUDED
+                else ""
+                for s in subs
+            ],
+            "image_hash": "abc",
+        }
+    )
+    ok = [s for s in subs if s != EXCLUDED]
+    kw: dict = {"inputs_tsv": _tsv(inputs, root / "preprocess" / "inputs.tsv")}
+    qc = pd.DataFrame({"scan": [f"{s}_T1w" for s in ok], "participant_id": ok, "session_id": ""})
+    qc["tiv_ml"] = [2900.0 if s == FLAGGED else 1450.0 + 10 * i for i, s in enumerate(ok)]
+    qc["corr_template"] = np.linspace(0.9, 0.95, len(ok))
+    for m in ("tiv_ml", "corr_template"):
+        qc[f"{m}_outlier"] = (qc["scan"] == f"{FLAGGED}_T1w") & (m == "tiv_ml")
+    qc["any_outlier"] = qc[["tiv_ml_outlier", "corr_template_outlier"]].any(axis=1)
+    kw["qc_tsv"] = _tsv(qc, root / "preprocess" / "qc.tsv")
+
+    rows = []
+    for k in folds:
+        test = ok[k::2] if len(folds) > 1 else ok[:4]
+        val = [s for s in ok if s not in test][:2]
+        for s in ok:
+            role = "test" if s in test else "val" if s in val else "train"
+            rows.append((s, "n/a", k, role, labels[s], False))
+    folds_df = pd.DataFrame(
+        rows, columns=["participant_id", "session_id", "fold", "role", "label", "random_labels"]
+    )
+    kw["folds_tsv"] = _tsv(folds_df, root / "folds" / "folds.tsv")
+
+    kw |= {k: {} for k in ("fold_metrics", "predictions", "histories", "attribution_tables")}
+    train = root / "train" / MODEL
+    for k in folds:
+        test = folds_df[(folds_df.fold == k) & (folds_df.role == "test")]
+        y = np.array([CLASSES.index(v) for v in test["label"]])
+        p = np.clip(0.7 * y + 0.15 + 0.25 * rng.standard_normal(len(y)), 0.01, 0.99)
+        p[0] = 1 - p[0]  # one mistake
+        proba = np.column_stack([1 - p, p])
+        pred = pd.DataFrame(
+            {
+                "scan_id": test["participant_id"].to_numpy(),
+                "participant_id": test["participant_id"].to_numpy(),
+                "session_id": "n/a",
+                "label": test["label"].to_numpy(),
+                "pred": [CLASSES[i] for i in proba.argmax(1)],
+                "prob_control": proba[:, 0],
+                "prob_patient": proba[:, 1],
+            }
+        )
+        kw["predictions"][(MODEL, k)] = _tsv(pred, train / f"fold-{k}" / "predictions.tsv")
+        m = classification_metrics(y, proba, CLASSES)
+        m.update(fold=k, model=MODEL, best_epoch=3, n_test=len(y))
+        path = train / f"fold-{k}" / "metrics.json"
+        path.write_text(json.dumps(to_jsonable(m)))
+        kw["fold_metrics"][(MODEL, k)] = path
+        ep = np.arange(1, 6)
+        hist = pd.DataFrame(
+            {
+                "epoch": ep,
+                "train_loss": 0.7 / ep,
+                "val_loss": 0.7 / ep + 0.02 * ep,
+                "val_balanced_accuracy": 0.5 + 0.08 * ep,
+            }
+        )
+        kw["histories"][(MODEL, k)] = _tsv(hist, train / f"fold-{k}" / "history.tsv")
+    summary = train / "metrics_summary.tsv"
+    write_metrics_summary([kw["fold_metrics"][(MODEL, k)] for k in folds], summary)
+    kw["summaries"] = {MODEL: summary}
+
+    att = root / "attribution" / MODEL
+    for method in METHODS:
+        for k in folds:
+            test = folds_df[(folds_df.fold == k) & (folds_df.role == "test")]
+            recs = []
+            for s, lab in zip(test["participant_id"], test["label"], strict=True):
+                sign = -1.0 if method == "integrated_gradients" and lab == "control" else 1.0
+                data = _blob((8, 14, 9), rng, sign)
+                path = _nii(data, att / method / f"fold-{k}" / f"{s}_relevance.nii.gz")
+                recs.append(
+                    {"scan_id": s, "method": method, "target": lab, "label": lab, "path": str(path)}
+                )
+            table = _tsv(pd.DataFrame(recs), att / method / f"fold-{k}.tsv")
+            kw["attribution_tables"][(MODEL, method, k)] = table
+            if k == folds[0]:  # the first fold has its mean maps, later ones are computed
+                d = pd.DataFrame(recs)
+                for key, grp in [("all", d), *d.groupby("label")]:
+                    mean = np.mean([nib.load(p).get_fdata() for p in grp["path"]], axis=0)
+                    name = "mean_all" if key == "all" else f"mean_class-{key}"
+                    _nii(mean, att / method / f"fold-{k}" / f"{name}.nii.gz")
+
+    kw |= {
+        k: {} for k in ("region_tables", "region_fold_tables", "sanity_tables", "deletion_tables")
+    }
+    reg = root / "regions" / MODEL
+    for j, method in enumerate(METHODS):
+        order = REGIONS if j == 0 else REGIONS[1:] + REGIONS[:1]
+        n = len(order)
+        means = np.linspace(1.0, 0.1, n)
+        rt = pd.DataFrame(
+            {
+                "region": order,
+                "label": [REGIONS.index(r) + 1 for r in order],
+                "n_voxels": 50,
+                "rank": np.arange(1, n + 1),
+                "mean": means,
+                "sd": 0.1 * means,
+                "sum": 50 * means,
+                "density": means,
+                "rank_mean": np.arange(1, n + 1) + 0.3,
+                "rank_sd": 0.5,
+                "top10_share": 1.0,
+                "mean_class-control": means * 0.9,
+                "mean_class-patient": means * 1.1,
+                "rank_class-control": np.arange(1, n + 1),
+                "rank_class-patient": np.arange(1, n + 1),
+            }
+        )
+        kw["region_tables"][(MODEL, method, ATLAS)] = _tsv(rt, reg / method / f"{ATLAS}.tsv")
+        long = [
+            {
+                "fold": k,
+                "class": c,
+                "region": r,
+                "label": REGIONS.index(r) + 1,
+                "mean": mv,
+                "sum": 50 * mv,
+                "density": mv,
+                "rank": i + 1,
+            }
+            for k in folds
+            for c in ["all", *CLASSES]
+            for i, (r, mv) in enumerate(zip(order, means, strict=True))
+        ]
+        kw["region_fold_tables"][(MODEL, method, ATLAS)] = _tsv(
+            pd.DataFrame(long), reg / method / f"{ATLAS}_folds.tsv"
+        )
+        fails = method == "gradients"
+        san = []
+        dele = []
+        for k in folds:
+            for s in ok[:3]:
+                san.append(
+                    {
+                        "fold": k,
+                        "scan_id": s,
+                        "method": method,
+                        "spearman_random": 0.9 if fails else 0.1,
+                        "ssim_random": 0.8 if fails else 0.2,
+                        "passes_randomization": not fails,
+                        "deletion_aoc": 0.3,
+                        "deletion_aoc_random": 0.1,
+                        "gt_rank": (1 if j == 0 else n) if ground_truth else np.nan,
+                        "gt_mass_share": 0.4 if ground_truth else np.nan,
+                        "gt_pointing_hit": True if ground_truth else np.nan,
+                    }
+                )
+                for curve, slope in (("relevance", 2.0), ("random", 0.5)):
+                    for f in np.linspace(0, 1, 6):
+                        dele.append(
+                            {
+                                "fold": k,
+                                "scan_id": s,
+                                "curve": curve,
+                                "fraction": f,
+                                "score": 0.9 * np.exp(-slope * f),
+                            }
+                        )
+        sanity = root / "sanity" / MODEL
+        kw["sanity_tables"][(MODEL, method)] = _tsv(pd.DataFrame(san), sanity / f"{method}.tsv")
+        kw["deletion_tables"][(MODEL, method)] = _tsv(
+            pd.DataFrame(dele), sanity / f"{method}_deletion.tsv"
+        )
+    agree = pd.DataFrame([[1.0, 0.4], [0.4, 1.0]], index=METHODS, columns=METHODS)
+    agree.index.name = "method"
+    path = reg / f"agreement_{ATLAS}.tsv"
+    agree.to_csv(path, sep="\t")
+    kw["agreement_tables"] = {(MODEL, ATLAS): path}
+
+    if ground_truth:
+        gt = {
+            "atlas": ATLAS,
+            "region": "Hippocampus_L",
+            "label": 1,
+            "effect": 0.6,
+            "kind": "regional atrophy",
+            "positive_class": "patient",
+        }
+        kw["ground_truth"] = root / "ground_truth.json"
+        kw["ground_truth"].write_text(json.dumps(gt))
+    else:
+        kw["ground_truth"] = None
+    head = np.zeros(SHAPE)
+    ii, jj, kk = np.indices(SHAPE)
+    head[((ii - 11) / 9) ** 2 + ((jj - 15) / 11) ** 2 + ((kk - 10) / 8) ** 2 < 1] = 100
+    kw["template_t1w"] = _nii(head, root / "templates" / "tpl_T1w.nii.gz")
+    kw["config"] = {
+        "seed": 1,
+        "folds": {
+            "mode": "kfold",
+            "n_folds": len(folds),
+            "val_fraction": 0.2,
+            "random_labels": False,
+        },
+        "train": {"model": MODEL},
+        "attribution": {"methods": {m: {} for m in METHODS}},
+        "regions": {"atlases": [ATLAS]},
+    }
+    kw["title"] = "Test report"
+    return kw
+
+
+class _Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.srcs: list[str] = []
+        self.hrefs: list[str] = []
+        self.ids: set[str] = set()
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "img":
+            self.srcs.append(a.get("src", ""))
+        if tag == "a" and "href" in a:
+            self.hrefs.append(a["href"])
+        if "id" in a:
+            self.ids.add(a["id"])
+
+
+def _build(root: Path, **options) -> tuple[dict, Path, str]:
+    kw = make_results(root / "results", **options)
+    out = build_report(
+        out_html=root / "report" / "index.html", figures_dir=root / "report" / "figures", **kw
+    )
+    return kw, out, out.read_text()
+
+
+@pytest.fixture(scope="module")
+def with_gt(tmp_path_factory):
+    return _build(tmp_path_factory.mktemp("gt"), ground_truth=True)
+
+
+@pytest.fixture(scope="module")
+def without_gt(tmp_path_factory):
+    return _build(tmp_path_factory.mktemp("nogt"), ground_truth=False)
+
+
+def test_page_written_and_every_link_resolves(with_gt):
+    _, out, text = with_gt
+    assert out.name == "index.html" and text.startswith("<!DOCTYPE html>")
+    parser = _Links()
+    parser.feed(text)
+    assert len(parser.srcs) >= 8  # ROC, confusion, learning, maps, regions, checks
+    for src in parser.srcs + parser.hrefs:
+        if src.startswith("#"):
+            assert src[1:] in parser.ids, f"dangling anchor {src}"
+        else:
+            assert not re.match(r"^[a-z]+:", src), f"non-local link {src}"
+            assert src.startswith("figures/") and (out.parent / src).is_file(), src
+    for section in ("dataset", "folds", "performance", "maps", "regions", "meaningful"):
+        assert section in parser.ids
+
+
+def test_headline_balanced_accuracy_from_summary(with_gt):
+    kw, _, text = with_gt
+    summary = pd.read_csv(kw["summaries"][MODEL], sep="\t", index_col="fold")
+    header = text.split('<header class="page"')[1].split("</header>")[0]
+    mean = summary.loc["mean", "balanced_accuracy"]
+    low, high = (
+        summary.loc["ci95_low", "balanced_accuracy"],
+        summary.loc["ci95_high", "balanced_accuracy"],
+    )
+    assert f"{mean:.2f}" in header
+    assert f"{low:.2f}–{high:.2f}" in header
+
+
+def test_excluded_and_flagged_scans_listed(with_gt):
+    _, _, text = with_gt
+    dataset = text.split('id="dataset"')[1].split('id="folds"')[0]
+    assert f"{EXCLUDED}_T1w" in dataset and "expected a 3D image, got 4D" in dataset
+    flagged = dataset.split("Flagged scans")[1]
+    assert f"{FLAGGED}_T1w" in flagged and "tiv_ml = 2,900" in flagged
+    assert "sub-04_T1w" not in flagged
+
+
+def test_method_failing_randomisation_is_flagged(with_gt):
+    _, _, text = with_gt
+    checks = text.split('id="meaningful"')[1]
+    rows = re.findall(r'<tr class="([^"]*)"><td class="text">([a-z_]+)</td>', checks)
+    assert ("flag", "gradients") in rows
+    assert ("", "integrated_gradients") in rows
+    assert "FAILS" in checks
+    maps = text.split('id="maps"')[1].split('id="regions"')[0]
+    gradients_part = maps.split('id="maps-tiny3d-gradients"')[1]
+    assert "fails randomisation check" in gradients_part
+
+
+def test_ground_truth_only_with_ground_truth(with_gt, without_gt):
+    _, _, text = with_gt
+    assert 'id="ground-truth"' in text
+    assert "planted region in top 3" in text
+    assert "Hippocampus_L</b> (aal) <b>was found</b>" in text
+    _, _, text = without_gt
+    assert 'id="ground-truth"' not in text
+    assert "planted region in top 3" not in text
+    assert "No ground truth was given" in text
+
+
+def test_one_fold_and_missing_inputs_degrade_gracefully(tmp_path):
+    kw = make_results(tmp_path / "results", folds=(0,), ground_truth=False)
+    kw["qc_tsv"] = tmp_path / "missing" / "qc.tsv"
+    kw["attribution_tables"] = {}
+    kw["deletion_tables"] = {}
+    out = build_report(
+        out_html=tmp_path / "r" / "index.html", figures_dir=tmp_path / "r" / "figures", **kw
+    )
+    text = out.read_text()
+    assert "Only one split" in text
+    assert "no confidence interval: one fold" in text
+    assert "QC table" in text and "is missing" in text
+    assert "No attribution tables" in text
