@@ -1,0 +1,151 @@
+"""File-level preprocessing helpers: NIfTI paths in, NIfTI paths out.
+
+Each function wraps one in-memory helper of :mod:`brainlens.preprocess.core` (or
+deepbet) and writes its result to an explicit output path. The nipype interfaces in
+:mod:`brainlens.preprocess.interfaces` call these.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from brainlens.errors import PreprocessingError
+from brainlens.preprocess import core
+
+
+def _save_like(data: np.ndarray, ref: nib.Nifti1Image, path: Path, dtype: type) -> Path:
+    img = nib.Nifti1Image(np.asarray(data).astype(dtype), ref.affine)
+    img.set_qform(ref.affine, code=int(ref.header["qform_code"]) or 1)
+    img.set_sform(ref.affine, code=int(ref.header["sform_code"]) or 1)
+    img.header.set_xyzt_units("mm")
+    nib.save(img, path)
+    return Path(path)
+
+
+def reorient_file(in_file: Path, out_file: Path) -> Path:
+    """Write ``in_file`` reoriented to RAS+ (float32, no resampling) to ``out_file``."""
+    nib.save(core.reorient_ras(nib.load(in_file)), out_file)
+    return Path(out_file)
+
+
+def deepbet_mask_file(in_file: Path, out_mask: Path, *, threads: int = 1) -> Path:
+    """Brain mask of a T1w head with deepbet (CPU), cleaned (largest component, filled).
+
+    Parameters
+    ----------
+    in_file : Path
+        T1w head image (RAS+, bias-corrected preferred).
+    out_mask : Path
+        Output uint8 mask, same grid as ``in_file``.
+    threads : int
+        torch intra-op threads.
+
+    Returns
+    -------
+    Path
+        ``out_mask``.
+    """
+    import torch
+    from deepbet import BrainExtraction
+
+    torch.set_num_threads(max(1, int(threads)))
+    img = nib.load(in_file)
+    try:
+        bet = BrainExtraction(no_gpu=True)
+        _, mask_img, _ = bet.run(img)
+    except Exception as exc:  # deepbet raises AssertionError on empty foreground
+        raise PreprocessingError(f"{in_file}: deepbet brain extraction failed: {exc}") from exc
+    mask = np.asarray(mask_img.dataobj) > 0
+    # deepbet returns the mask in the input's own orientation (it reorients back)
+    mask = core.clean_mask(mask)
+    if mask.sum() == 0:
+        raise PreprocessingError(f"{in_file}: deepbet returned an empty brain mask")
+    return _save_like(mask, img, out_mask, np.uint8)
+
+
+def threshold_mask_file(in_file: Path, out_mask: Path, *, threshold: float = 0.5) -> Path:
+    """Binarise a (warped, interpolated) mask at ``threshold`` and clean it."""
+    img = nib.load(in_file)
+    mask = core.clean_mask(np.asarray(img.dataobj, np.float32) >= threshold)
+    if mask.sum() == 0:
+        raise PreprocessingError(f"{in_file}: brain mask empty after thresholding")
+    return _save_like(mask, img, out_mask, np.uint8)
+
+
+def apply_mask_file(in_file: Path, mask_file: Path, out_file: Path) -> Path:
+    """Multiply an image by a binary mask (float32)."""
+    img = nib.load(in_file)
+    mask = np.asarray(nib.load(mask_file).dataobj) > 0
+    data = np.asarray(img.dataobj, np.float32) * mask
+    return _save_like(data, img, out_file, np.float32)
+
+
+def make_priors_file(
+    prior_files: list[Path], mask_file: Path, out_dir: Path, *, floor: float = 0.01
+) -> str:
+    """Write normalised Atropos priors ``prior_01..`` (in the given class order).
+
+    Parameters
+    ----------
+    prior_files : list of Path
+        Prior maps already warped onto the scan's grid, one per class (e.g. CSF, GM, WM).
+    mask_file : Path
+        The scan's brain mask.
+    out_dir : Path
+        Folder for ``prior_%02d.nii.gz``.
+    floor : float
+        See :func:`brainlens.preprocess.core.normalize_priors`.
+
+    Returns
+    -------
+    str
+        The Atropos pattern ``<out_dir>/prior_%02d.nii.gz``.
+    """
+    ref = nib.load(mask_file)
+    mask = np.asarray(ref.dataobj) > 0
+    stack = np.stack([np.asarray(nib.load(p).dataobj, np.float32) for p in prior_files])
+    pri = core.normalize_priors(stack, mask, floor=floor)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for i, p in enumerate(pri, start=1):
+        _save_like(p, ref, out_dir / f"prior_{i:02d}.nii.gz", np.float32)
+    return str(out_dir / "prior_%02d.nii.gz")
+
+
+def modulate_file(prob_file: Path, jacobian_file: Path, out_file: Path) -> Path:
+    """Jacobian-modulate a template-space tissue map; see :func:`core.modulate`."""
+    img = nib.load(prob_file)
+    jac = np.asarray(nib.load(jacobian_file).dataobj, np.float32)
+    prob = np.asarray(img.dataobj, np.float32)
+    if jac.shape != prob.shape:
+        raise PreprocessingError(
+            f"{jacobian_file}: Jacobian shape {jac.shape} differs from tissue map "
+            f"{prob_file} shape {prob.shape}"
+        )
+    return _save_like(core.modulate(np.clip(prob, 0, 1), jac), img, out_file, np.float32)
+
+
+def tissue_volumes_ml(prob_files: dict[str, Path], mask_file: Path) -> dict[str, float]:
+    """Native tissue volumes (ml) from posterior maps and the brain mask.
+
+    Parameters
+    ----------
+    prob_files : dict of str to Path
+        e.g. ``{"gm": ..., "wm": ..., "csf": ...}`` in native space.
+    mask_file : Path
+        The native brain mask; its volume is the TIV.
+
+    Returns
+    -------
+    dict of str to float
+        ``"<key>_ml"`` for each tissue and ``"tiv_ml"``.
+    """
+    ref = nib.load(mask_file)
+    vox_ml = float(abs(np.linalg.det(ref.affine[:3, :3]))) / 1000.0
+    out = {"tiv_ml": float((np.asarray(ref.dataobj) > 0).sum() * vox_ml)}
+    for k, p in prob_files.items():
+        out[f"{k}_ml"] = float(np.asarray(nib.load(p).dataobj, np.float64).sum() * vox_ml)
+    return out

@@ -1,0 +1,166 @@
+"""Nipype interfaces around :mod:`brainlens.preprocess.fileops` (the top layer)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec,
+    File,
+    InputMultiObject,
+    OutputMultiObject,
+    SimpleInterface,
+    TraitedSpec,
+    traits,
+)
+
+from brainlens.preprocess import fileops
+
+
+def _out(runtime, name: str) -> str:  # noqa: ANN001 - nipype runtime object
+    return os.path.join(runtime.cwd, name)
+
+
+class _ReorientInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="T1w image")
+
+
+class _OutFileSpec(TraitedSpec):
+    out_file = File(exists=True)
+
+
+class Reorient(SimpleInterface):
+    """Reorder axes to RAS+ (no resampling), float32."""
+
+    input_spec = _ReorientInputSpec
+    output_spec = _OutFileSpec
+
+    def _run_interface(self, runtime):  # noqa: ANN001, ANN202
+        self._results["out_file"] = str(
+            fileops.reorient_file(self.inputs.in_file, _out(runtime, "t1w_ras.nii.gz"))
+        )
+        return runtime
+
+
+class _DeepBetInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="T1w head, RAS+")
+    num_threads = traits.Int(1, usedefault=True)
+
+
+class _MaskOutputSpec(TraitedSpec):
+    out_mask = File(exists=True)
+
+
+class DeepBet(SimpleInterface):
+    """Brain mask with deepbet on CPU."""
+
+    input_spec = _DeepBetInputSpec
+    output_spec = _MaskOutputSpec
+
+    def _run_interface(self, runtime):  # noqa: ANN001, ANN202
+        self._results["out_mask"] = str(
+            fileops.deepbet_mask_file(
+                self.inputs.in_file,
+                _out(runtime, "brain_mask.nii.gz"),
+                threads=self.inputs.num_threads,
+            )
+        )
+        return runtime
+
+
+class _ThresholdInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="warped soft mask")
+    threshold = traits.Float(0.5, usedefault=True)
+
+
+class ThresholdMask(SimpleInterface):
+    """Binarise a warped mask, keep the largest component, fill holes."""
+
+    input_spec = _ThresholdInputSpec
+    output_spec = _MaskOutputSpec
+
+    def _run_interface(self, runtime):  # noqa: ANN001, ANN202
+        self._results["out_mask"] = str(
+            fileops.threshold_mask_file(
+                self.inputs.in_file,
+                _out(runtime, "brain_mask.nii.gz"),
+                threshold=self.inputs.threshold,
+            )
+        )
+        return runtime
+
+
+class _ApplyMaskInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True)
+    in_mask = File(exists=True, mandatory=True)
+
+
+class ApplyMask(SimpleInterface):
+    """Zero the image outside the mask."""
+
+    input_spec = _ApplyMaskInputSpec
+    output_spec = _OutFileSpec
+
+    def _run_interface(self, runtime):  # noqa: ANN001, ANN202
+        self._results["out_file"] = str(
+            fileops.apply_mask_file(
+                self.inputs.in_file, self.inputs.in_mask, _out(runtime, "brain.nii.gz")
+            )
+        )
+        return runtime
+
+
+class _PriorsInputSpec(BaseInterfaceInputSpec):
+    in_priors = InputMultiObject(File(exists=True), mandatory=True, desc="class order")
+    in_mask = File(exists=True, mandatory=True)
+    floor = traits.Float(0.01, usedefault=True)
+
+
+class _PriorsOutputSpec(TraitedSpec):
+    prior_pattern = traits.Str(desc="Atropos pattern prior_%02d.nii.gz")
+
+
+class MakePriors(SimpleInterface):
+    """Normalised Atropos prior images from warped template priors."""
+
+    input_spec = _PriorsInputSpec
+    output_spec = _PriorsOutputSpec
+
+    def _run_interface(self, runtime):  # noqa: ANN001, ANN202
+        self._results["prior_pattern"] = fileops.make_priors_file(
+            list(self.inputs.in_priors),
+            self.inputs.in_mask,
+            Path(runtime.cwd),
+            floor=self.inputs.floor,
+        )
+        return runtime
+
+
+class _ModulateInputSpec(BaseInterfaceInputSpec):
+    in_files = InputMultiObject(File(exists=True), mandatory=True)
+    jacobian = File(exists=True, mandatory=True)
+
+
+class _ModulateOutputSpec(TraitedSpec):
+    out_files = OutputMultiObject(File(exists=True))
+
+
+class Modulate(SimpleInterface):
+    """Multiply template-space tissue maps by det(J); see ``core.modulate``."""
+
+    input_spec = _ModulateInputSpec
+    output_spec = _ModulateOutputSpec
+
+    def _run_interface(self, runtime):  # noqa: ANN001, ANN202
+        outs = []
+        for i, f in enumerate(self.inputs.in_files):
+            outs.append(
+                str(
+                    fileops.modulate_file(
+                        f, self.inputs.jacobian, _out(runtime, f"mod_{i:02d}.nii.gz")
+                    )
+                )
+            )
+        self._results["out_files"] = outs
+        return runtime

@@ -1,0 +1,337 @@
+"""The nipype T1w preprocessing workflow (nipreps style).
+
+``init_t1w_preproc_wf`` builds: reorient to RAS -> N4 -> skull strip (deepbet or
+template-mask registration) -> rigid/affine/SyN registration of the brain to the MNI
+brain template -> Atropos GM/WM/CSF with warped template priors -> tissue maps to MNI,
+plain and Jacobian-modulated. Every ANTs step is a nipype ANTs interface, i.e. a
+subprocess call of the ANTs program (real ANTs or the antspyx console scripts of
+:mod:`brainlens.preprocess.ants_cli`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nipype.interfaces import ants
+from nipype.interfaces import utility as niu
+from nipype.pipeline import engine as pe
+
+from brainlens.errors import ConfigError
+from brainlens.preprocess.interfaces import (
+    ApplyMask,
+    DeepBet,
+    MakePriors,
+    Modulate,
+    Reorient,
+    ThresholdMask,
+)
+
+SKULLSTRIP_METHODS = ("deepbet", "ants_template")
+#: Tissue class order of Atropos and of every list output of the workflow.
+TISSUES = ("CSF", "GM", "WM")
+
+#: Registration settings of the brain -> MNI registration (rigid, affine, SyN).
+REGISTRATION = {
+    "transforms": ["Rigid", "Affine", "SyN"],
+    "transform_parameters": [(0.1,), (0.1,), (0.2, 3.0, 0.0)],
+    "metric": ["MI", "MI", "CC"],
+    "radius_or_number_of_bins": [32, 32, 2],
+    "sampling_strategy": ["Regular", "Regular", "None"],
+    "sampling_percentage": [0.25, 0.25, 1.0],
+    "number_of_iterations": [[1000, 500, 250], [1000, 500, 250], [60, 30, 10]],
+    "convergence_threshold": [1e-6, 1e-6, 1e-6],
+    "convergence_window_size": [10, 10, 10],
+    "shrink_factors": [[8, 4, 2], [8, 4, 2], [4, 2, 1]],
+    "smoothing_sigmas": [[3.0, 2.0, 1.0], [3.0, 2.0, 1.0], [2.0, 1.0, 0.0]],
+}
+#: Registration settings of the head template -> head scan (``ants_template`` skull strip).
+HEAD_REGISTRATION = {
+    "transforms": ["Rigid", "Affine", "SyN"],
+    "transform_parameters": [(0.1,), (0.1,), (0.2, 3.0, 0.0)],
+    "metric": ["MI", "MI", "Mattes"],
+    "radius_or_number_of_bins": [32, 32, 32],
+    "sampling_strategy": ["Regular", "Regular", "None"],
+    "sampling_percentage": [0.25, 0.25, 1.0],
+    "number_of_iterations": [[1000, 500, 250], [1000, 500, 250], [50, 30, 0]],
+    "convergence_threshold": [1e-6, 1e-6, 1e-6],
+    "convergence_window_size": [10, 10, 10],
+    "shrink_factors": [[8, 4, 2], [8, 4, 2], [4, 2, 1]],
+    "smoothing_sigmas": [[3.0, 2.0, 1.0], [3.0, 2.0, 1.0], [2.0, 1.0, 0.0]],
+}
+#: Atropos settings (3 classes, template priors).
+ATROPOS = {
+    "prior_weighting": 0.25,
+    "mrf_smoothing_factor": 0.1,
+    "mrf_radius": [1, 1, 1],
+    "n_iterations": 5,
+    "convergence_threshold": 0.001,
+}
+
+
+def _registration(name: str, settings: dict, *, seed: int, omp_nthreads: int) -> pe.Node:
+    """A nipype ``ants.Registration`` node with composite transforms (forward + inverse)."""
+    n = len(settings["transforms"])
+    reg = ants.Registration(
+        dimension=3,
+        float=True,
+        collapse_output_transforms=True,
+        write_composite_transform=True,
+        initialize_transforms_per_stage=False,
+        initial_moving_transform_com=1,
+        output_warped_image=True,
+        interpolation="Linear",
+        metric_weight=[1.0] * n,
+        sigma_units=["vox"] * n,
+        use_histogram_matching=[True] * n,
+        winsorize_lower_quantile=0.005,
+        winsorize_upper_quantile=0.995,
+        random_seed=int(seed),
+        num_threads=int(omp_nthreads),
+        **settings,
+    )
+    return pe.Node(reg, name=name, n_procs=omp_nthreads)
+
+
+def init_t1w_preproc_wf(
+    *,
+    templates: dict[str, Path],
+    resolution: float,
+    skullstrip: str,
+    seed: int,
+    omp_nthreads: int,
+    name: str = "t1w_preproc_wf",
+    registration: dict | None = None,
+    atropos: dict | None = None,
+) -> pe.Workflow:
+    """Build the T1w preprocessing workflow.
+
+    Parameters
+    ----------
+    templates : dict of str to Path
+        Output of :func:`brainlens.templates.build_templates` at ``resolution``; uses
+        ``t1w``, ``brain_mask``, ``gm``, ``wm``, ``csf``, and for ``ants_template`` also
+        ``head`` and ``head_mask``.
+    resolution : float
+        Template grid resolution in mm (recorded; the grid comes from ``templates``).
+    skullstrip : {"deepbet", "ants_template"}
+        ``deepbet``: the deepbet CNN on the N4-corrected head. ``ants_template``: the
+        head template is registered to the scan (rigid, affine, SyN skipping full
+        resolution) and its brain mask carried back (linear, >= 0.5, largest component).
+    seed : int
+        ANTs random seed of both registrations.
+    omp_nthreads : int
+        Threads of every ANTs program and of deepbet.
+    name : str
+        Workflow name.
+    registration, atropos : dict, optional
+        Overrides merged into :data:`REGISTRATION` / :data:`ATROPOS`.
+
+    Returns
+    -------
+    Workflow
+        ``inputnode.t1w``: the raw T1w file. ``outputnode`` fields: ``t1w_ras``
+        (RAS-reordered native), ``t1w_n4`` (bias-corrected head), ``brain_mask``,
+        ``t1w_brain`` (native), ``anat2std_xfm`` (composite ``.h5``, resamples native
+        into MNI, i.e. ``from-T1w_to-MNI``), ``std2anat_xfm`` (its inverse),
+        ``std_t1w`` (brain T1w on the MNI grid), ``native_probseg``, ``std_probseg``,
+        ``std_mod_probseg`` (lists ordered as :data:`TISSUES`), ``jacobian``
+        (det D phi on the MNI grid, see :func:`brainlens.preprocess.core.modulate`),
+        ``tpl_mask_native`` (template brain mask carried to the scan, for QC).
+
+    Notes
+    -----
+    Modulation: ``std_mod_probseg = std_probseg * jacobian`` where ``jacobian`` is
+    ``CreateJacobianDeterminantImage`` of the composite displacement field of
+    ``anat2std_xfm`` (affine included) on the MNI grid, so that
+    ``sum(std_mod_probseg) * voxel_volume_mni`` equals the native tissue volume.
+    """
+    if skullstrip not in SKULLSTRIP_METHODS:
+        raise ConfigError(
+            f"preprocess.skullstrip: expected one of {list(SKULLSTRIP_METHODS)}, got {skullstrip!r}"
+        )
+    need = ["t1w", "brain_mask", "gm", "wm", "csf"] + (
+        ["head", "head_mask"] if skullstrip == "ants_template" else []
+    )
+    missing = [k for k in need if k not in templates or not Path(templates[k]).is_file()]
+    if missing:
+        raise ConfigError(
+            f"templates: missing {missing} (expected files from build_templates at "
+            f"resolution {resolution}); rerun brainlens.templates.build_templates"
+        )
+    tpl = {k: str(Path(v).resolve()) for k, v in templates.items()}
+    reg_settings = REGISTRATION | (registration or {})
+    atr = ATROPOS | (atropos or {})
+
+    workflow = pe.Workflow(name=name)
+    inputnode = pe.Node(niu.IdentityInterface(fields=["t1w"]), name="inputnode")
+    outputnode = pe.Node(
+        niu.IdentityInterface(
+            fields=[
+                "t1w_ras",
+                "t1w_n4",
+                "brain_mask",
+                "t1w_brain",
+                "anat2std_xfm",
+                "std2anat_xfm",
+                "std_t1w",
+                "native_probseg",
+                "std_probseg",
+                "std_mod_probseg",
+                "jacobian",
+                "tpl_mask_native",
+            ]
+        ),
+        name="outputnode",
+    )
+
+    reorient = pe.Node(Reorient(), name="reorient")
+    n4 = pe.Node(
+        ants.N4BiasFieldCorrection(
+            dimension=3,
+            shrink_factor=2,
+            n_iterations=[50, 50, 30],
+            convergence_threshold=1e-6,
+            bspline_fitting_distance=200,
+            copy_header=True,
+            num_threads=omp_nthreads,
+        ),
+        name="n4",
+        n_procs=omp_nthreads,
+    )
+    apply_mask = pe.Node(ApplyMask(), name="apply_mask")
+
+    # fmt: off
+    workflow.connect([
+        (inputnode, reorient, [("t1w", "in_file")]),
+        (reorient, n4, [("out_file", "input_image")]),
+        (n4, apply_mask, [("output_image", "in_file")]),
+        (reorient, outputnode, [("out_file", "t1w_ras")]),
+        (n4, outputnode, [("output_image", "t1w_n4")]),
+        (apply_mask, outputnode, [("out_file", "t1w_brain")]),
+    ])
+    # fmt: on
+
+    if skullstrip == "deepbet":
+        deepbet = pe.Node(DeepBet(num_threads=omp_nthreads), name="deepbet", n_procs=omp_nthreads)
+        mask_src = (deepbet, "out_mask")
+        workflow.connect([(n4, deepbet, [("output_image", "in_file")])])
+    else:
+        head_reg = _registration(
+            "head_reg", HEAD_REGISTRATION, seed=seed, omp_nthreads=omp_nthreads
+        )
+        head_reg.inputs.moving_image = tpl["head"]
+        head_mask_to_t1w = pe.Node(
+            ants.ApplyTransforms(
+                input_image=tpl["head_mask"],
+                interpolation="Linear",
+                float=True,
+                num_threads=omp_nthreads,
+            ),
+            name="head_mask_to_t1w",
+        )
+        threshold_mask = pe.Node(ThresholdMask(threshold=0.5), name="threshold_mask")
+        mask_src = (threshold_mask, "out_mask")
+        # fmt: off
+        workflow.connect([
+            (n4, head_reg, [("output_image", "fixed_image")]),
+            (n4, head_mask_to_t1w, [("output_image", "reference_image")]),
+            (head_reg, head_mask_to_t1w, [("composite_transform", "transforms")]),
+            (head_mask_to_t1w, threshold_mask, [("output_image", "in_file")]),
+        ])
+        # fmt: on
+
+    t1w2std = _registration("t1w2std", reg_settings, seed=seed, omp_nthreads=omp_nthreads)
+    t1w2std.inputs.fixed_image = tpl["t1w"]
+
+    priors_to_t1w = pe.MapNode(
+        ants.ApplyTransforms(interpolation="Linear", float=True, num_threads=omp_nthreads),
+        iterfield=["input_image"],
+        name="priors_to_t1w",
+    )
+    priors_to_t1w.inputs.input_image = [tpl["csf"], tpl["gm"], tpl["wm"]]
+    make_priors = pe.Node(MakePriors(), name="make_priors")
+    atropos = pe.Node(
+        ants.Atropos(
+            dimension=3,
+            initialization="PriorProbabilityImages",
+            number_of_tissue_classes=len(TISSUES),
+            likelihood_model="Gaussian",
+            posterior_formulation="Socrates",
+            use_mixture_model_proportions=True,
+            save_posteriors=True,
+            num_threads=omp_nthreads,
+            **atr,
+        ),
+        name="atropos",
+        n_procs=omp_nthreads,
+    )
+    tissue_to_std = pe.MapNode(
+        ants.ApplyTransforms(
+            reference_image=tpl["t1w"],
+            interpolation="Linear",
+            float=True,
+            num_threads=omp_nthreads,
+        ),
+        iterfield=["input_image"],
+        name="tissue_to_std",
+    )
+    std_field = pe.Node(
+        ants.ApplyTransforms(
+            reference_image=tpl["t1w"],
+            output_image="anat2std_field.nii.gz",
+            print_out_composite_warp_file=True,
+            float=True,
+            num_threads=omp_nthreads,
+        ),
+        name="std_field",
+    )
+    jacobian = pe.Node(
+        ants.CreateJacobianDeterminantImage(
+            imageDimension=3, outputImage="jacobian.nii.gz", doLogJacobian=0, useGeometric=0
+        ),
+        name="jacobian",
+    )
+    modulate = pe.Node(Modulate(), name="modulate")
+    tpl_mask_to_t1w = pe.Node(
+        ants.ApplyTransforms(
+            input_image=tpl["brain_mask"],
+            interpolation="NearestNeighbor",
+            num_threads=omp_nthreads,
+        ),
+        name="tpl_mask_to_t1w",
+    )
+
+    # fmt: off
+    workflow.connect([
+        (mask_src[0], apply_mask, [(mask_src[1], "in_mask")]),
+        (mask_src[0], outputnode, [(mask_src[1], "brain_mask")]),
+        (apply_mask, t1w2std, [("out_file", "moving_image")]),
+        (t1w2std, priors_to_t1w, [("inverse_composite_transform", "transforms")]),
+        (n4, priors_to_t1w, [("output_image", "reference_image")]),
+        (priors_to_t1w, make_priors, [("output_image", "in_priors")]),
+        (mask_src[0], make_priors, [(mask_src[1], "in_mask")]),
+        (make_priors, atropos, [("prior_pattern", "prior_image")]),
+        (n4, atropos, [("output_image", "intensity_images")]),
+        (mask_src[0], atropos, [(mask_src[1], "mask_image")]),
+        (atropos, tissue_to_std, [("posteriors", "input_image")]),
+        (t1w2std, tissue_to_std, [("composite_transform", "transforms")]),
+        (apply_mask, std_field, [("out_file", "input_image")]),
+        (t1w2std, std_field, [("composite_transform", "transforms")]),
+        (std_field, jacobian, [("output_image", "deformationField")]),
+        (tissue_to_std, modulate, [("output_image", "in_files")]),
+        (jacobian, modulate, [("jacobian_image", "jacobian")]),
+        (t1w2std, tpl_mask_to_t1w, [("inverse_composite_transform", "transforms")]),
+        (n4, tpl_mask_to_t1w, [("output_image", "reference_image")]),
+        (t1w2std, outputnode, [
+            ("composite_transform", "anat2std_xfm"),
+            ("inverse_composite_transform", "std2anat_xfm"),
+            ("warped_image", "std_t1w"),
+        ]),
+        (atropos, outputnode, [("posteriors", "native_probseg")]),
+        (tissue_to_std, outputnode, [("output_image", "std_probseg")]),
+        (modulate, outputnode, [("out_files", "std_mod_probseg")]),
+        (jacobian, outputnode, [("jacobian_image", "jacobian")]),
+        (tpl_mask_to_t1w, outputnode, [("output_image", "tpl_mask_native")]),
+    ])
+    # fmt: on
+    return workflow
