@@ -1,0 +1,68 @@
+"""Shared test helpers: run the real workflow in a scratch folder."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEFILE = REPO / "Snakefile"
+SMALL_CONFIG = REPO / "tests" / "data" / "config_small.yaml"
+
+
+def snakemake(
+    workdir: Path,
+    *args: str,
+    configfile: Path = SMALL_CONFIG,
+    check: bool = True,
+    timeout: int = 1800,
+) -> subprocess.CompletedProcess:
+    """Run ``snakemake`` of this checkout in ``workdir`` and return the finished process.
+
+    Output (stdout and stderr together) is in ``.stdout``. With ``check``, a non-zero
+    exit fails the test and shows the last lines of the output.
+    """
+    exe = Path(sys.executable).parent / "snakemake"
+    cmd = [str(exe), "-s", str(SNAKEFILE), "--configfile", str(configfile), *args]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(
+        cmd,
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        pytest.fail(
+            f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-6000:]}"
+        )
+    return proc
+
+
+def planned_jobs(dry_run_output: str) -> dict[str, int]:
+    """Rule -> job count from the "Job stats" table of a dry run (empty when nothing to do)."""
+    counts: dict[str, int] = {}
+    lines = dry_run_output.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("Job stats:"):
+            for row in lines[i + 3 :]:
+                parts = row.split()
+                if len(parts) != 2 or not parts[1].isdigit() or parts[0] == "total":
+                    break
+                counts[parts[0]] = int(parts[1])
+            break
+    return counts
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small demo workflow run to completion once per test session (minutes)."""
+    workdir = tmp_path_factory.mktemp("small_run")
+    snakemake(workdir, "--cores", "2")
+    return workdir

@@ -1,0 +1,86 @@
+"""The workflow refuses bad configuration before any job runs, and lints clean."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, SMALL_CONFIG, snakemake
+
+pytestmark = pytest.mark.workflow
+
+
+def _write(tmp_path: Path, edit) -> Path:  # noqa: ANN001 - a small callable
+    cfg = yaml.safe_load(SMALL_CONFIG.read_text())
+    edit(cfg)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+BAD = [
+    (
+        "folds.mode",
+        lambda c: c["folds"].__setitem__("mode", "loo"),
+        ["kfold", "repeated", "holdout"],
+    ),
+    (
+        "preprocess.resolution",
+        lambda c: c["preprocess"].__setitem__("resolution", 3),
+        ["resolution"],
+    ),
+    (
+        "preprocess.skullstrip",
+        lambda c: c["preprocess"].__setitem__("skullstrip", "bet"),
+        ["deepbet", "ants_template"],
+    ),
+    (
+        "train.model",
+        lambda c: c["train"].__setitem__("model", "alexnet"),
+        ["alexnet", "rieke2018_3d"],
+    ),
+    ("regions.atlases", lambda c: c["regions"].__setitem__("atlases", ["nope"]), ["nope", "aal"]),
+    (
+        "demo.region",
+        lambda c: c["demo"].__setitem__("region", "Hippocampus"),
+        ["Hippocampus", "aal"],
+    ),
+    ("train.epochs", lambda c: c["train"].__setitem__("epochs", 0), ["epochs"]),
+    ("unknown key", lambda c: c.__setitem__("trian", {}), ["trian"]),
+    (
+        "lateralized flip",
+        lambda c: (
+            c.__setitem__("lateralized", True),
+            c["train"]["augmentation"].__setitem__("flip_axes", [0]),
+        ),
+        ["flip_axes", "lateralized"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "edit", "expected"), BAD, ids=[b[0] for b in BAD])
+def test_bad_config_fails_before_any_job(
+    tmp_path: Path, name: str, edit, expected: list[str]
+) -> None:  # noqa: ANN001
+    cfg = _write(tmp_path, edit)
+    proc = snakemake(tmp_path, "-n", "--cores", "1", configfile=cfg, check=False)
+    assert proc.returncode != 0, proc.stdout[-2000:]
+    for word in expected:
+        assert word in proc.stdout, (word, proc.stdout[-3000:])
+    assert not (tmp_path / "results").exists()
+
+
+def test_good_config_dry_run_plans_the_chain(tmp_path: Path) -> None:
+    from conftest import planned_jobs
+
+    jobs = planned_jobs(snakemake(tmp_path, "-n", "--cores", "1").stdout)
+    for rule in ("demo_data", "check_inputs", "folds", "train_model", "attribute", "report"):
+        assert rule in jobs, jobs
+
+
+def test_lint_is_clean() -> None:
+    proc = snakemake(
+        REPO, "--lint", "--cores", "1", configfile=REPO / "config" / "config.yaml", check=False
+    )
+    assert "Congratulations" in proc.stdout, proc.stdout[-4000:]
