@@ -11,6 +11,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import ndimage
 
 from brainlens.grid import BBOX_MIN
 from brainlens.metrics import classification_metrics, to_jsonable, write_metrics_summary
@@ -27,6 +28,8 @@ FLAGGED = "sub-03"
 SHAPE = (23, 28, 23)
 AFFINE = np.diag([8.0, 8.0, 8.0, 1.0])
 AFFINE[:3, 3] = BBOX_MIN
+CENTRE = (8, 14, 9)  # voxel of the planted blob (left medial temporal lobe)
+BLOB_SIGMA = 1.5  # voxels
 
 
 def _tsv(df: pd.DataFrame, path: Path) -> Path:
@@ -41,10 +44,20 @@ def _nii(data: np.ndarray, path: Path) -> Path:
     return path
 
 
+def _brain_r2() -> np.ndarray:
+    """Squared normalised distance to the centre of an ellipsoidal "brain" (< 1 inside)."""
+    c = np.array(SHAPE) * np.array([0.5, 0.57, 0.45])
+    r = np.array(SHAPE) * np.array([0.38, 0.4, 0.36])
+    ii, jj, kk = np.indices(SHAPE)
+    return ((ii - c[0]) / r[0]) ** 2 + ((jj - c[1]) / r[1]) ** 2 + ((kk - c[2]) / r[2]) ** 2
+
+
 def _blob(centre: tuple[int, int, int], rng: np.random.Generator, sign: float = 1.0) -> np.ndarray:
+    """A relevance map: a Gaussian blob at ``centre`` plus smooth noise inside the brain."""
     ii, jj, kk = np.indices(SHAPE)
     d2 = (ii - centre[0]) ** 2 + (jj - centre[1]) ** 2 + (kk - centre[2]) ** 2
-    return sign * np.exp(-d2 / 8.0) + 0.05 * rng.standard_normal(SHAPE)
+    noise = ndimage.gaussian_filter(rng.standard_normal(SHAPE), 1.0) * (_brain_r2() < 1)
+    return sign * np.exp(-d2 / (2 * BLOB_SIGMA**2)) + 0.3 * noise
 
 
 def make_results(root: Path, *, folds: tuple[int, ...] = (0, 1), ground_truth: bool = True) -> dict:
@@ -81,7 +94,8 @@ def make_results(root: Path, *, folds: tuple[int, ...] = (0, 1), ground_truth: b
 
     rows = []
     for k in folds:
-        test = ok[k::2] if len(folds) > 1 else ok[:4]
+        # pairs of participants alternate between the folds, so both classes are tested
+        test = [s for i, s in enumerate(ok) if (i // 2) % 2 == k] if len(folds) > 1 else ok[:4]
         val = [s for s in ok if s not in test][:2]
         for s in ok:
             role = "test" if s in test else "val" if s in val else "train"
@@ -137,7 +151,7 @@ def make_results(root: Path, *, folds: tuple[int, ...] = (0, 1), ground_truth: b
             recs = []
             for s, lab in zip(test["participant_id"], test["label"], strict=True):
                 sign = -1.0 if method == "integrated_gradients" and lab == "control" else 1.0
-                data = _blob((8, 14, 9), rng, sign)
+                data = _blob(CENTRE, rng, sign)
                 path = _nii(data, att / method / f"fold-{k}" / f"{s}_relevance.nii.gz")
                 recs.append(
                     {"scan_id": s, "method": method, "target": lab, "label": lab, "path": str(path)}
@@ -252,9 +266,8 @@ def make_results(root: Path, *, folds: tuple[int, ...] = (0, 1), ground_truth: b
         kw["ground_truth"].write_text(json.dumps(gt))
     else:
         kw["ground_truth"] = None
-    head = np.zeros(SHAPE)
-    ii, jj, kk = np.indices(SHAPE)
-    head[((ii - 11) / 9) ** 2 + ((jj - 15) / 11) ** 2 + ((kk - 10) / 8) ** 2 < 1] = 100
+    r2 = _brain_r2()
+    head = np.where(r2 < 1, 100 - 60 * r2, 0.0)
     kw["template_t1w"] = _nii(head, root / "templates" / "tpl_T1w.nii.gz")
     kw["config"] = {
         "seed": 1,
@@ -333,7 +346,7 @@ def test_headline_balanced_accuracy_from_summary(with_gt):
         summary.loc["ci95_high", "balanced_accuracy"],
     )
     assert f"{mean:.2f}" in header
-    assert f"{low:.2f}–{high:.2f}" in header
+    assert f"{max(low, 0):.2f}–{min(high, 1):.2f}" in header  # shown clipped to [0, 1]
 
 
 def test_excluded_and_flagged_scans_listed(with_gt):

@@ -117,9 +117,9 @@ def maps_section(
             body.append(
                 figure(
                     s,
-                    f"<b>Slices</b> through the peak of the mean map (x = {x:.0f}, y = {y:.0f}, "
-                    f"z = {z:.0f} mm, MNI) on the template T1w; same rows and scale as the "
-                    "glass brains.",
+                    f"<b>Slices</b> through the largest cluster of relevance (x = {x:.0f}, "
+                    f"y = {y:.0f}, z = {z:.0f} mm, MNI) on the template T1w; same rows, "
+                    "threshold and colour scale as the glass brains.",
                     f"slices {model} {method}",
                 )
             )
@@ -146,6 +146,7 @@ class RegionFacts:
     top: dict[tuple[str, str, str], list[str]] = field(default_factory=dict)
     tables: dict[tuple[str, str, str], pd.DataFrame] = field(default_factory=dict)
     gt_rank: dict[tuple[str, str], int] = field(default_factory=dict)
+    gt_n: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 def _gt_row(df: pd.DataFrame, gt: Mapping[str, Any]) -> pd.Series:
@@ -257,6 +258,7 @@ def regions_section(
                     gt_name = str(df.loc[hl, "region"].iloc[0])
                     rank = df.loc[hl, "rank"].iloc[0] if "rank" in df else df.index[hl][0] + 1
                     facts.gt_rank[(model, method)] = int(rank)
+                    facts.gt_n[(model, method)] = len(df)
                 fr = _fold_ranks(read_tsv(region_fold_tables.get((model, method, atlas))))
                 src = writer.save(
                     plots.region_bar_figure(df.head(TOP_N), f"{model}, {method}, {atlas}", gt_name),

@@ -18,14 +18,15 @@ import nibabel as nib
 import numpy as np
 
 from brainlens.errors import InputFileError
+from brainlens.grid import SPACE
 from brainlens.report.io import exists, read_tsv, sorted_keys
 
 log = logging.getLogger(__name__)
 
 #: Glass brains and slices show voxels above this percentile of |relevance| (in-brain).
-THRESHOLD_PERCENTILE = 90.0
+THRESHOLD_PERCENTILE = 95.0
 #: Colour scale maximum: this percentile of |relevance| (robust to single hot voxels).
-VMAX_PERCENTILE = 99.5
+VMAX_PERCENTILE = 99.9
 
 
 @dataclass
@@ -172,14 +173,23 @@ def class_maps_over_folds(tables: Mapping[object, Path]) -> ClassMaps:
 
 
 def find_template(template_t1w: Path | None) -> Path | None:
-    """The template T1w file: the path itself, or a ``*T1w*.nii*`` inside a folder."""
+    """The template T1w file: the path itself, or the T1w inside a template folder.
+
+    In a folder written by :func:`brainlens.templates.build_templates` the brain template
+    of the analysis space (``tpl-<SPACE>_res-*_T1w.nii.gz``) is preferred over the head
+    template.
+    """
     if template_t1w is None:
         return None
     p = Path(template_t1w)
     if p.is_file():
         return p
     if p.is_dir():
-        hits = sorted(p.glob("*T1w*.nii*")) or sorted(p.glob("*.nii*"))
+        hits = (
+            sorted(p.glob(f"tpl-{SPACE}_*_T1w.nii*"))
+            or sorted(p.glob("*_T1w.nii*"))
+            or sorted(p.glob("*.nii*"))
+        )
         return hits[0] if hits else None
     return None
 
@@ -198,11 +208,23 @@ def _scale(maps: Mapping[str, nib.Nifti1Image]) -> tuple[float, float, bool]:
     return min(thr, 0.999 * vmax), vmax, signed
 
 
-def peak_coords(img: nib.Nifti1Image) -> tuple[float, float, float]:
-    """World coordinates (mm) of the voxel with the largest |relevance|."""
-    data = np.abs(np.asarray(img.dataobj, dtype=np.float64))
-    ijk = np.unravel_index(int(np.nanargmax(data)), data.shape)
-    xyz = img.affine @ np.array([*ijk, 1.0])
+def cut_coords(maps: Mapping[str, nib.Nifti1Image], threshold: float) -> tuple[float, float, float]:
+    """Slice position (mm): centre of the largest supra-threshold cluster of the class maps.
+
+    The classes' |maps| are summed (``"all"`` only when there is no class map), so that
+    opposite-signed class maps do not cancel; :func:`nilearn.plotting.find_xyz_cut_coords`
+    then picks the centre of the largest cluster above ``threshold``.
+    """
+    from nilearn.plotting import find_xyz_cut_coords
+
+    keys = [k for k in maps if k != "all"] or list(maps)
+    ref = maps[keys[0]]
+    total = sum(np.abs(np.asarray(maps[k].dataobj, dtype=np.float64)) for k in keys)
+    img = nib.Nifti1Image(np.asarray(total, dtype=np.float32), ref.affine)
+    try:
+        xyz = find_xyz_cut_coords(img, activation_threshold=threshold * len(keys))
+    except ValueError:  # nothing above the threshold
+        xyz = find_xyz_cut_coords(img)
     return float(xyz[0]), float(xyz[1]), float(xyz[2])
 
 
@@ -232,8 +254,7 @@ def brain_figures(
     thr, vmax, signed = _scale(maps)
     cmap = "RdBu_r" if signed else "viridis"
     keys = list(maps)
-    ref = maps.get("all", maps[keys[0]])
-    cut = peak_coords(ref)
+    cut = cut_coords(maps, thr)
     n = len(keys)
     glass = plt.figure(figsize=(8.5, 2.5 * n), facecolor="white")
     slices = plt.figure(figsize=(8.5, 2.7 * n), facecolor="white")

@@ -22,7 +22,7 @@ from brainlens.report.attribution import (
 from brainlens.report.dataset import DataFacts, dataset_section, folds_section
 from brainlens.report.html import Section, esc, kpis, note, page
 from brainlens.report.io import fmt, read_json
-from brainlens.report.meaning import TOP_K, MethodCheck, meaning_section
+from brainlens.report.meaning import TOP_K, MethodCheck, ground_truth_section, meaning_section
 from brainlens.report.performance import ModelScore, best_model, performance_section
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,13 @@ def _summary_html(
     cls = ", ".join(f"{esc(c)} {n}" for c, n in data.classes.items())
     parts.append(
         f"The analysis used {data.n_scans} scans of {data.n_participants} participants "
-        f"({cls})" + (f"; {data.n_excluded} scans were excluded" if data.n_excluded else "") + "."
+        f"({cls})"
+        + (
+            f"; {data.n_excluded} scan{' was' if data.n_excluded == 1 else 's were'} excluded"
+            if data.n_excluded
+            else ""
+        )
+        + "."
     )
     if best is None:
         parts.append("No model performance results were available.")
@@ -269,12 +275,16 @@ def build_report(
         gt,
         writer,
     )
+    if gt:
+        s_meaning.children.append(
+            ground_truth_section(gt, checks, region_facts.gt_rank, region_facts.gt_n)
+        )
     best = best_model(scores)
     classes = list(data.classes) or (best.classes if best else [])
     question = (
         "Can a 3D convolutional neural network tell "
         + (
-            " from ".join(esc(c) for c in classes)
+            " and ".join(esc(c) for c in classes)
             if len(classes) == 2
             else ", ".join(esc(c) for c in classes) or "the classes"
         )

@@ -53,6 +53,11 @@ def _summary_table(summary_tsv: Path | None, metrics: Mapping[str, dict]) -> pd.
     return df
 
 
+def clip01(value: float) -> float:
+    """Clip a CI bound of a metric that lives in [0, 1] (nan stays nan)."""
+    return value if math.isnan(value) else min(1.0, max(0.0, value))
+
+
 def _get(df: pd.DataFrame, row: str, col: str) -> float:
     try:
         return float(df.loc[row, col])
@@ -66,8 +71,8 @@ def model_score(model: str, summary: pd.DataFrame | None) -> ModelScore:
     if summary is None:
         return s
     s.balanced_accuracy = _get(summary, "mean", "balanced_accuracy")
-    s.ci_low = _get(summary, "ci95_low", "balanced_accuracy")
-    s.ci_high = _get(summary, "ci95_high", "balanced_accuracy")
+    s.ci_low = clip01(_get(summary, "ci95_low", "balanced_accuracy"))
+    s.ci_high = clip01(_get(summary, "ci95_high", "balanced_accuracy"))
     s.roc_auc = _get(summary, "mean", "roc_auc")
     s.n_folds = sum(1 for i in summary.index if i not in ("mean", "sd", "ci95_low", "ci95_high"))
     return s
@@ -94,7 +99,7 @@ def _metrics_html(summary: pd.DataFrame, metrics: Mapping[str, dict]) -> str:
     if "ci95_low" in summary.index:
         r = {"fold": "95% CI", "test scans": "", "best epoch": ""}
         for c in cols:
-            lo, hi = _get(summary, "ci95_low", c), _get(summary, "ci95_high", c)
+            lo, hi = clip01(_get(summary, "ci95_low", c)), clip01(_get(summary, "ci95_high", c))
             r[TABLE_METRICS[c]] = "–" if math.isnan(lo) else f"{fmt(lo, 2)} – {fmt(hi, 2)}"
         rows.append(r)
         classes.append("summary-row")
@@ -112,8 +117,9 @@ def _metrics_html(summary: pd.DataFrame, metrics: Mapping[str, dict]) -> str:
         caption_html="Performance on each fold's <i>test</i> part (scans never used for "
         "training or model selection). Balanced accuracy = mean of the per-class recalls "
         f"(chance level = 1/number of classes). {pos_txt}"
-        "The 95% confidence interval of the mean is t-based over folds; folds share "
-        "training data, so it is optimistic.",
+        "The 95% confidence interval of the mean is t-based over folds (bounds clipped to "
+        "[0, 1]); folds share training data, so it is optimistic. – = undefined (e.g. a "
+        "test part without one of the classes).",
     )
 
 
