@@ -386,6 +386,7 @@ def test_one_fold_and_missing_inputs_degrade_gracefully(tmp_path):
     kw["qc_tsv"] = tmp_path / "missing" / "qc.tsv"
     kw["attribution_tables"] = {}
     kw["deletion_tables"] = {}
+    kw["config"]["folds"]["random_labels"] = True
     out = build_report(
         out_html=tmp_path / "r" / "index.html", figures_dir=tmp_path / "r" / "figures", **kw
     )
@@ -394,3 +395,25 @@ def test_one_fold_and_missing_inputs_degrade_gracefully(tmp_path):
     assert "no confidence interval: one fold" in text
     assert "QC table" in text and "is missing" in text
     assert "No attribution tables" in text
+    assert "Random-label run" in text.split('<header class="page"')[1].split("</header>")[0]
+
+
+def test_multiclass_roc_and_confusion_figures(tmp_path):
+    from brainlens.report import plots
+
+    rng = np.random.default_rng(1)
+    classes = ["a", "b", "c"]
+    preds = {}
+    for fold in ("0", "1"):
+        y = np.repeat(classes, 4)
+        p = rng.dirichlet(np.ones(3), size=len(y))
+        preds[fold] = pd.DataFrame(
+            {"label": y, **{f"prob_{c}": p[:, i] for i, c in enumerate(classes)}}
+        )
+    fig = plots.roc_figure(preds)
+    assert fig is not None and len(fig.axes) == 3  # one-vs-rest panel per class
+    writer = plots.FigureWriter(tmp_path / "figures", tmp_path)
+    assert writer.save(fig, "roc multi/class") == "figures/roc_multi_class.png"
+    assert (tmp_path / "figures" / "roc_multi_class.png").stat().st_size > 0
+    one_class = {"0": preds["0"].assign(label="a")}
+    assert plots.roc_figure(one_class) is None  # nothing to draw without both classes

@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 
 #: Regions shown per bar chart and table.
 TOP_N = 15
+#: Resolution of the glass-brain and slice figures (they are large and slow to render).
+BRAIN_DPI = 80
 
 #: One line per attribution method, shown next to its maps.
 METHOD_NOTES = {
@@ -100,8 +102,8 @@ def maps_section(
                 if info["signed"]
                 else "Non-negative map: yellow = most relevant (viridis scale)."
             )
-            g = writer.save(glass, f"glass_{model}_{method}")
-            s = writer.save(slices, f"slices_{model}_{method}")
+            g = writer.save(glass, f"glass_{model}_{method}", dpi=BRAIN_DPI)
+            s = writer.save(slices, f"slices_{model}_{method}", dpi=BRAIN_DPI)
             body.append(
                 figure(
                     g,
@@ -190,7 +192,7 @@ def _region_table_html(df: pd.DataFrame, fold_ranks: dict[str, str], highlight: 
         pd.DataFrame(rows),
         text_columns=["region", "rank per fold"],
         row_class=classes,
-        caption_html=f"Top {TOP_N} regions by mean relevance (mean over folds of the region's "
+        caption_html=f"Top {len(top)} regions by mean relevance (mean over folds of the region's "
         "mean voxel relevance). <i>Rank over folds</i> and <i>in top 10 of folds</i> measure "
         "stability: a region that is highly ranked in every fold is a robust finding; one that "
         "is high in a single fold is not. Green row: the planted region (synthetic data).",
