@@ -256,7 +256,8 @@ def ground_truth_section(
         f" (effect size {esc(gt.get('effect', '?'))}). A map that explains the model should "
         "rank this region at or near the top.</p>"
     )
-    keys = sorted(set(region_ranks) | {k for k, c in checks.items() if not math.isnan(c.gt_rank)})
+    keys = [k for k in checks if k in region_ranks or not math.isnan(checks[k].gt_rank)]
+    keys += [k for k in region_ranks if k not in checks]
     if not keys:
         sub.body = desc + note("No planted-region scores were found for its atlas.", "warn")
         return sub

@@ -225,7 +225,33 @@ def performance_section(
             )
         sub.body = "\n".join(body)
         sec.children.append(sub)
+    if len(scores) > 1:
+        sec.body += comparison_table(scores)
     return sec, scores
+
+
+def comparison_table(scores: list[ModelScore]) -> str:
+    """One row per model: mean balanced accuracy with its CI and ROC AUC, best first."""
+    order = sorted(
+        scores, key=lambda s: -s.balanced_accuracy if not math.isnan(s.balanced_accuracy) else 1
+    )
+    rows = [
+        {
+            "model": s.model,
+            "balanced accuracy (mean)": fmt(s.balanced_accuracy),
+            "95% CI": "–" if math.isnan(s.ci_low) else f"{fmt(s.ci_low, 2)} – {fmt(s.ci_high, 2)}",
+            "ROC AUC (mean)": fmt(s.roc_auc),
+            "folds": str(s.n_folds),
+        }
+        for s in order
+    ]
+    return table(
+        pd.DataFrame(rows),
+        text_columns=["model"],
+        row_class=["good"] + [""] * (len(rows) - 1),
+        caption_html="Models compared on the same folds, best mean balanced accuracy first. "
+        "Overlapping confidence intervals mean the data do not show a difference.",
+    )
 
 
 def best_model(scores: list[ModelScore]) -> ModelScore | None:
