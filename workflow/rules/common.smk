@@ -1,5 +1,7 @@
 # Shared set-up: config validation, the scan table, wildcard constraints, helpers.
 import os
+from itertools import product
+from pathlib import Path
 
 import pandas as pd
 from snakemake.utils import validate
@@ -27,6 +29,8 @@ DEMO_SEED = derive_seed(config["seed"], "demo")
 GROUND_TRUTH = f"{BIDS_DIR}/ground_truth.json"
 #: Atlas used to score the ground truth (the demo's atlas, else the first configured).
 GT_ATLAS = config["demo"]["atlas"] if DEMO else ATLASES[0]
+#: The report's own code: editing it re-runs the report (and nothing else).
+REPORT_CODE = sorted(str(p) for p in Path(workflow.basedir, "src/brainlens/report").glob("*.py"))
 GPU_RESOURCES = {"gpu": config["train"]["gpus"]} if config["train"]["gpus"] else {}
 
 

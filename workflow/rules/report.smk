@@ -38,17 +38,25 @@ rule report:
             "results/regions/{model}/agreement_{atlas}.tsv", model=MODELS, atlas=ATLASES
         ),
         sanity=expand("results/sanity/{model}/{method}.tsv", model=MODELS, method=METHODS),
+        deletion=expand(
+            "results/sanity/{model}/{method}_deletion.tsv", model=MODELS, method=METHODS
+        ),
         ground_truth=ground_truth_file(),
         template=TEMPLATES,
+        code=REPORT_CODE,
     output:
         html=report("results/report/index.html", category="Report"),
         figures=directory("results/report/figures"),
     params:
         title=config["report"]["title"],
         config=config,
+        # keys of the expanded inputs above, in the same (itertools.product) order
         models=MODELS,
-        methods=METHODS,
-        atlases=ATLASES,
+        model_fold=list(product(MODELS, FOLDS)),
+        model_method_fold=list(product(MODELS, METHODS, FOLDS)),
+        model_method_atlas=list(product(MODELS, METHODS, ATLASES)),
+        model_atlas=list(product(MODELS, ATLASES)),
+        model_method=list(product(MODELS, METHODS)),
     log:
         "logs/report.log",
     conda:
