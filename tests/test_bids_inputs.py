@@ -1,0 +1,169 @@
+"""BIDS discovery, dataset-level checks and the input-check stage."""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from brainlens.bids import find_scans, read_participants, scan_key, scan_table
+from brainlens.errors import DatasetError, InputFileError
+from brainlens.inputs import check_dataset
+
+
+def _t1w(path: Path, shape=(20, 22, 18), zooms=(2.0, 2.0, 2.0), data=None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(zlib.crc32(str(path).encode()))
+    arr = rng.random(shape).astype(np.float32) * 100 if data is None else data
+    nib.save(nib.Nifti1Image(arr, np.diag([*zooms, 1.0])), str(path))
+    return path
+
+
+def _dataset(root: Path, ids=("sub-01", "sub-02", "sub-03"), sessions=False) -> Path:
+    rows = []
+    for i, pid in enumerate(ids):
+        if sessions:
+            _t1w(root / pid / "ses-1" / "anat" / f"{pid}_ses-1_T1w.nii.gz")
+        else:
+            _t1w(root / pid / "anat" / f"{pid}_T1w.nii.gz")
+        rows.append({"participant_id": pid, "diagnosis": "AD" if i % 2 else "CN", "age": 70})
+    pd.DataFrame(rows).to_csv(root / "participants.tsv", sep="\t", index=False)
+    return root
+
+
+@pytest.mark.parametrize(
+    ("pid", "ses", "expected"),
+    [("sub-01", "n/a", "sub-01"), ("sub-01", "ses-2", "sub-01_ses-2"), ("sub-01", None, "sub-01")],
+)
+def test_scan_key(pid: str, ses, expected: str) -> None:  # noqa: ANN001
+    assert scan_key(pid, ses) == expected
+
+
+def test_scan_table_joins_labels_with_sessions(tmp_path: Path) -> None:
+    table = scan_table(_dataset(tmp_path, sessions=True), label_column="diagnosis")
+    assert list(table["scan"]) == ["sub-01_ses-1", "sub-02_ses-1", "sub-03_ses-1"]
+    assert list(table["label"]) == ["CN", "AD", "CN"]
+    assert set(table["subdir"]) == {"sub-01/ses-1", "sub-02/ses-1", "sub-03/ses-1"}
+
+
+def _edit_participants(root: Path, fn) -> None:  # noqa: ANN001
+    table = pd.read_csv(root / "participants.tsv", sep="\t", dtype=str)
+    fn(table).to_csv(root / "participants.tsv", sep="\t", index=False)
+
+
+CASES = [
+    (
+        "listed but missing",
+        lambda r: _edit_participants(
+            r, lambda t: pd.concat([t, t.tail(1).assign(participant_id="sub-09")])
+        ),
+        ["sub-09", "without a T1w scan"],
+    ),
+    (
+        "scan without row",
+        lambda r: _t1w(r / "sub-07" / "anat" / "sub-07_T1w.nii.gz"),
+        ["sub-07", "missing from participants.tsv"],
+    ),
+    (
+        "duplicate ids",
+        lambda r: _edit_participants(r, lambda t: pd.concat([t, t.head(1)])),
+        ["duplicate participant_id", "sub-01"],
+    ),
+    (
+        "path characters",
+        lambda r: _edit_participants(
+            r, lambda t: t.assign(participant_id=["sub-01", "sub-../02", "sub-03"])
+        ),
+        ["sub-../02", "path characters"],
+    ),
+    (
+        "missing label",
+        lambda r: _edit_participants(r, lambda t: t.assign(diagnosis=["CN", "", "AD"])),
+        ["sub-02", "diagnosis"],
+    ),
+    (
+        "label column absent",
+        lambda r: _edit_participants(r, lambda t: t.drop(columns=["diagnosis"])),
+        ["label column 'diagnosis' not found", "label_column"],
+    ),
+    (
+        "bad file name",
+        lambda r: _t1w(r / "sub-01" / "anat" / "sub-01_acq_T1w.nii.gz"),
+        ["sub-01_acq_T1w.nii.gz", "rename"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "edit", "words"), CASES, ids=[c[0] for c in CASES])
+def test_dataset_problems_are_named(tmp_path: Path, name: str, edit, words: list[str]) -> None:  # noqa: ANN001
+    root = _dataset(tmp_path)
+    edit(root)
+    with pytest.raises(DatasetError) as err:
+        scan_table(root, label_column="diagnosis")
+    for word in words:
+        assert word in str(err.value)
+    assert "Fix" in str(err.value) or "fix" in str(err.value)
+
+
+def test_no_scans_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "participants.tsv").write_text("participant_id\tdiagnosis\n")
+    with pytest.raises(DatasetError, match="no T1w scans"):
+        find_scans(tmp_path)
+
+
+def test_missing_participants_file(tmp_path: Path) -> None:
+    with pytest.raises(InputFileError, match="participants.tsv"):
+        read_participants(tmp_path / "participants.tsv", label_column="diagnosis")
+
+
+@pytest.mark.parametrize("policy", ["fail", "exclude"])
+def test_check_dataset_invalid_scan(tmp_path: Path, policy: str) -> None:
+    root = _dataset(tmp_path / "bids")
+    bad = root / "sub-02" / "anat" / "sub-02_T1w.nii.gz"
+    bad.write_bytes(gzip.compress(b"not a nifti at all"))
+    scans = find_scans(root)
+    out = tmp_path / "inputs.tsv"
+    if policy == "fail":
+        with pytest.raises(DatasetError) as err:
+            check_dataset(
+                scans,
+                participants_tsv=root / "participants.tsv",
+                label_column="diagnosis",
+                on_invalid=policy,
+                out_tsv=out,
+            )
+        assert "sub-02_T1w.nii.gz" in str(err.value) and "exclude" in str(err.value)
+        assert not out.exists()
+    else:
+        table = check_dataset(
+            scans,
+            participants_tsv=root / "participants.tsv",
+            label_column="diagnosis",
+            on_invalid=policy,
+            out_tsv=out,
+        )
+        assert out.exists()
+        status = dict(zip(table["scan"], table["status"], strict=True))
+        assert status == {"sub-01": "ok", "sub-02": "invalid", "sub-03": "ok"}
+        assert "sub-02_T1w.nii.gz" in table.loc[table["scan"] == "sub-02", "problem"].iloc[0]
+        assert table.loc[table["scan"] == "sub-01", "image_hash"].iloc[0]
+
+
+def test_identical_images_get_identical_hashes(tmp_path: Path) -> None:
+    root = _dataset(tmp_path / "bids")
+    data = np.asanyarray(nib.load(str(root / "sub-01/anat/sub-01_T1w.nii.gz")).dataobj)
+    _t1w(root / "sub-03/anat/sub-03_T1w.nii.gz", data=np.array(data))
+    table = check_dataset(
+        find_scans(root),
+        participants_tsv=root / "participants.tsv",
+        label_column="diagnosis",
+        on_invalid="fail",
+        out_tsv=tmp_path / "inputs.tsv",
+    )
+    hashes = dict(zip(table["scan"], table["image_hash"], strict=True))
+    assert hashes["sub-01"] == hashes["sub-03"] != hashes["sub-02"]
