@@ -347,14 +347,13 @@ class PackedDataset(torch.utils.data.Dataset):
 
     def _read(self, idx: np.ndarray) -> torch.Tensor:
         """Rows ``idx`` of every pack, shape (B, C, X, Y, Z), in the pack dtype (CPU)."""
-        chans = []
+        first = next(iter(self.packs.values()))
+        out = np.empty((len(idx), len(self.packs), *first.shape), dtype=first.array.dtype)
         for c, pack in enumerate(self.packs.values()):
             rows = self.rows[c, idx]
-            order = np.argsort(rows, kind="stable")  # sequential reads from the memmap
-            block = np.empty((len(rows), *pack.shape), dtype=pack.array.dtype)
-            block[order] = pack.array[rows[order]]
-            chans.append(block)
-        return torch.from_numpy(np.stack(chans, axis=1))
+            for i in np.argsort(rows, kind="stable"):  # sequential reads from the memmap
+                out[i, c] = pack.array[rows[i]]
+        return torch.from_numpy(out)
 
     def batch(
         self,
