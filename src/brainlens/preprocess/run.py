@@ -10,6 +10,8 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from nipype.interfaces import utility as niu
+from nipype.pipeline import engine as pe
 
 from brainlens.errors import BrainlensError, InputFileError, PreprocessingError
 from brainlens.grid import SPACE, mni_grid
@@ -85,17 +87,32 @@ def _node_seconds(execgraph) -> dict[str, float]:  # noqa: ANN001 - networkx gra
     return secs
 
 
+def _source(wf, node, field: str):  # noqa: ANN001, ANN202 - nipype objects
+    """The (node, field) that really produces ``node.field`` (through identity nodes
+    and sub-workflows)."""
+    for src, _, data in wf._graph.in_edges(node, data=True):
+        for src_field, dst_field in data["connect"]:
+            if dst_field != field:
+                continue
+            if isinstance(src, pe.Workflow):
+                sub_name, sub_field = src_field.rsplit(".", 1)
+                return _source(src, src.get_node(sub_name), sub_field)
+            if isinstance(src.interface, niu.IdentityInterface):
+                return _source(wf, src, src_field)
+            return src, src_field
+    raise PreprocessingError(f"nothing connected to {node.name}.{field}")
+
+
 def _outputs(wf, execgraph) -> dict:  # noqa: ANN001 - nipype workflow, networkx graph
     """Values of ``outputnode`` fields (identity nodes are dropped from the exec graph)."""
     ran = {node.name: node for node in execgraph.nodes()}
     outnode = wf.get_node("outputnode")
     values = {}
-    for src, _, data in wf._graph.in_edges(outnode, data=True):
+    for field in outnode.interface._outputs().copyable_trait_names():
+        src, src_field = _source(wf, outnode, field)
         if src.name not in ran:
             raise PreprocessingError(f"nipype node {src.name!r} did not run")
-        outputs = ran[src.name].result.outputs
-        for src_field, dst_field in data["connect"]:
-            values[dst_field] = getattr(outputs, src_field)
+        values[field] = getattr(ran[src.name].result.outputs, src_field)
     return values
 
 

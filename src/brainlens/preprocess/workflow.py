@@ -92,6 +92,85 @@ def _registration(name: str, settings: dict, *, seed: int, omp_nthreads: int) ->
     return pe.Node(reg, name=name, n_procs=omp_nthreads)
 
 
+def init_skullstrip_wf(
+    *,
+    skullstrip: str,
+    templates: dict[str, Path],
+    seed: int,
+    omp_nthreads: int,
+    name: str = "skullstrip_wf",
+) -> pe.Workflow:
+    """Brain mask of a bias-corrected T1w head.
+
+    Parameters
+    ----------
+    skullstrip : {"deepbet", "ants_template"}
+        ``deepbet``: the deepbet CNN (CPU). ``ants_template``: the head template
+        (``templates["head"]``) is registered to the scan with :data:`HEAD_REGISTRATION`
+        (rigid, affine, SyN that skips the finest level) and its brain mask
+        (``templates["head_mask"]``) carried back (linear, >= 0.5, largest component,
+        holes filled).
+    templates : dict of str to Path
+        Output of :func:`brainlens.templates.build_templates`.
+    seed : int
+        ANTs random seed.
+    omp_nthreads : int
+        Threads for ANTs / torch.
+    name : str
+        Workflow name.
+
+    Returns
+    -------
+    Workflow
+        ``inputnode.in_file`` (RAS+, N4-corrected head) -> ``outputnode.out_mask``
+        (uint8 mask on the input grid).
+    """
+    if skullstrip not in SKULLSTRIP_METHODS:
+        raise ConfigError(
+            f"preprocess.skullstrip: expected one of {list(SKULLSTRIP_METHODS)}, got {skullstrip!r}"
+        )
+    workflow = pe.Workflow(name=name)
+    inputnode = pe.Node(niu.IdentityInterface(fields=["in_file"]), name="inputnode")
+    outputnode = pe.Node(niu.IdentityInterface(fields=["out_mask"]), name="outputnode")
+    if skullstrip == "deepbet":
+        deepbet = pe.Node(DeepBet(num_threads=omp_nthreads), name="deepbet", n_procs=omp_nthreads)
+        # fmt: off
+        workflow.connect([
+            (inputnode, deepbet, [("in_file", "in_file")]),
+            (deepbet, outputnode, [("out_mask", "out_mask")]),
+        ])
+        # fmt: on
+        return workflow
+    for key in ("head", "head_mask"):
+        if key not in templates or not Path(templates[key]).is_file():
+            raise ConfigError(
+                f"templates[{key!r}]: file missing (needed by skullstrip='ants_template'); "
+                "rerun brainlens.templates.build_templates"
+            )
+    head_reg = _registration("head_reg", HEAD_REGISTRATION, seed=seed, omp_nthreads=omp_nthreads)
+    head_reg.inputs.moving_image = str(Path(templates["head"]).resolve())
+    head_mask_to_t1w = pe.Node(
+        ants.ApplyTransforms(
+            input_image=str(Path(templates["head_mask"]).resolve()),
+            interpolation="Linear",
+            float=True,
+            num_threads=omp_nthreads,
+        ),
+        name="head_mask_to_t1w",
+    )
+    threshold_mask = pe.Node(ThresholdMask(threshold=0.5), name="threshold_mask")
+    # fmt: off
+    workflow.connect([
+        (inputnode, head_reg, [("in_file", "fixed_image")]),
+        (inputnode, head_mask_to_t1w, [("in_file", "reference_image")]),
+        (head_reg, head_mask_to_t1w, [("composite_transform", "transforms")]),
+        (head_mask_to_t1w, threshold_mask, [("output_image", "in_file")]),
+        (threshold_mask, outputnode, [("out_mask", "out_mask")]),
+    ])
+    # fmt: on
+    return workflow
+
+
 def init_t1w_preproc_wf(
     *,
     templates: dict[str, Path],
@@ -211,34 +290,11 @@ def init_t1w_preproc_wf(
     ])
     # fmt: on
 
-    if skullstrip == "deepbet":
-        deepbet = pe.Node(DeepBet(num_threads=omp_nthreads), name="deepbet", n_procs=omp_nthreads)
-        mask_src = (deepbet, "out_mask")
-        workflow.connect([(n4, deepbet, [("output_image", "in_file")])])
-    else:
-        head_reg = _registration(
-            "head_reg", HEAD_REGISTRATION, seed=seed, omp_nthreads=omp_nthreads
-        )
-        head_reg.inputs.moving_image = tpl["head"]
-        head_mask_to_t1w = pe.Node(
-            ants.ApplyTransforms(
-                input_image=tpl["head_mask"],
-                interpolation="Linear",
-                float=True,
-                num_threads=omp_nthreads,
-            ),
-            name="head_mask_to_t1w",
-        )
-        threshold_mask = pe.Node(ThresholdMask(threshold=0.5), name="threshold_mask")
-        mask_src = (threshold_mask, "out_mask")
-        # fmt: off
-        workflow.connect([
-            (n4, head_reg, [("output_image", "fixed_image")]),
-            (n4, head_mask_to_t1w, [("output_image", "reference_image")]),
-            (head_reg, head_mask_to_t1w, [("composite_transform", "transforms")]),
-            (head_mask_to_t1w, threshold_mask, [("output_image", "in_file")]),
-        ])
-        # fmt: on
+    skullstrip_wf = init_skullstrip_wf(
+        skullstrip=skullstrip, templates=templates, seed=seed, omp_nthreads=omp_nthreads
+    )
+    mask_src = (skullstrip_wf, "outputnode.out_mask")
+    workflow.connect([(n4, skullstrip_wf, [("output_image", "inputnode.in_file")])])
 
     t1w2std = _registration("t1w2std", reg_settings, seed=seed, omp_nthreads=omp_nthreads)
     t1w2std.inputs.fixed_image = tpl["t1w"]

@@ -1,0 +1,125 @@
+"""run_t1w_preproc end to end on a synthetic 2 mm head (slow), and its failure contract."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from brainlens.errors import InputFileError, PreprocessingError
+from brainlens.grid import mni_grid
+from brainlens.preprocess import init_t1w_preproc_wf, output_names, run_t1w_preproc
+from brainlens.preprocess.core import dice
+from brainlens.preprocess.phantom import make_phantom
+from brainlens.templates import build_templates
+
+SPACE = "MNI152NLin2009cSym"
+
+
+@pytest.fixture(scope="module")
+def tpl_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("templates")
+    build_templates(d, resolution=2.0)
+    return d
+
+
+def test_output_names_are_the_contract():
+    n = output_names("sub-01_ses-02")
+    assert n["t1w"] == f"sub-01_ses-02_space-{SPACE}_desc-preproc_T1w.nii.gz"
+    assert (
+        n["modulated_GM"] == f"sub-01_ses-02_space-{SPACE}_label-GM_desc-modulated_probseg.nii.gz"
+    )
+    assert n["probseg_CSF"] == f"sub-01_ses-02_space-{SPACE}_label-CSF_probseg.nii.gz"
+    assert n["brain_mask"] == "sub-01_ses-02_desc-brain_mask.nii.gz"
+    assert n["xfm_to_std"] == f"sub-01_ses-02_from-T1w_to-{SPACE}_mode-image_xfm.h5"
+    assert n["xfm_from_std"] == f"sub-01_ses-02_from-{SPACE}_to-T1w_mode-image_xfm.h5"
+    assert {n["qc_json"], n["qc_png"]} == {
+        "sub-01_ses-02_desc-qc.json",
+        "sub-01_ses-02_desc-qc.png",
+    }
+
+
+@pytest.mark.parametrize("method", ["deepbet", "ants_template"])
+def test_workflow_builds_with_expected_nodes(tpl_dir, method):
+    from brainlens.templates import template_paths
+
+    wf = init_t1w_preproc_wf(
+        templates=template_paths(tpl_dir, 2.0), resolution=2.0, skullstrip=method,
+        seed=3, omp_nthreads=1,
+    )  # fmt: skip
+    names = set(wf.list_node_names())
+    assert {"reorient", "n4", "t1w2std", "atropos", "jacobian", "modulate"} <= names
+    assert ("skullstrip_wf.deepbet" in names) == (method == "deepbet")
+    assert ("skullstrip_wf.head_reg" in names) == (method == "ants_template")
+    assert wf.get_node("t1w2std").inputs.random_seed == 3
+
+
+def test_failures_leave_out_dir_empty_and_name_the_scan(tmp_path, tpl_dir):
+    ph = make_phantom(tmp_path / "in", seed=5, voxel_size=3.0)
+    out = tmp_path / "out"
+    kw = dict(scan="sub-01", out_dir=out, resolution=2.0, seed=1, threads=1)
+    with pytest.raises(PreprocessingError, match=str(ph.t1w)):
+        run_t1w_preproc(
+            ph.t1w, templates_dir=tpl_dir, skullstrip="bet2", work_dir=tmp_path / "w1", **kw
+        )
+    with pytest.raises(InputFileError, match="build_templates"):
+        run_t1w_preproc(
+            ph.t1w,
+            templates_dir=tmp_path / "nowhere",
+            skullstrip="deepbet",
+            work_dir=tmp_path / "w2",
+            **kw,
+        )
+    with pytest.raises(InputFileError, match="does not exist"):
+        run_t1w_preproc(
+            tmp_path / "missing_T1w.nii.gz",
+            templates_dir=tpl_dir,
+            skullstrip="deepbet",
+            work_dir=tmp_path / "w3",
+            **kw,
+        )
+    assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.slow
+def test_run_t1w_preproc_on_synthetic_head(tmp_path, tpl_dir):
+    ph = make_phantom(tmp_path / "in", seed=11, voxel_size=2.0, name="sub-01_T1w")
+    out = tmp_path / "out" / "sub-01" / "anat"
+    qc = run_t1w_preproc(
+        ph.t1w, scan="sub-01", out_dir=out, templates_dir=tpl_dir, resolution=2.0,
+        skullstrip="ants_template", seed=7, threads=2, work_dir=tmp_path / "work",
+    )  # fmt: skip
+    names = output_names("sub-01")
+    niftis = [v for v in names.values() if v.endswith(".nii.gz")]
+    expected = set(names.values()) | {v.replace(".nii.gz", ".json") for v in niftis}
+    assert {p.name for p in out.iterdir()} == expected
+
+    shape, affine = mni_grid(2.0)
+    for key in ("t1w", "probseg_GM", "probseg_WM", "probseg_CSF", "modulated_GM"):
+        img = nib.load(out / names[key])
+        assert img.shape == shape and img.get_data_dtype() == np.float32
+        np.testing.assert_allclose(img.affine, affine, atol=1e-4)
+    side = json.loads((out / names["t1w"].replace(".nii.gz", ".json")).read_text())
+    assert {"antspyx", "nipype", "deepbet", "brainlens", "ANTs"} <= set(side["SoftwareVersions"])
+
+    saved = json.loads((out / names["qc_json"]).read_text())
+    for k in ("tiv_ml", "gm_ml", "wm_ml", "csf_ml", "corr_template", "dice_template_mask",
+              "jac_min", "jac_max", "jac_frac_nonpos", "seconds", "skullstrip", "resolution"):  # fmt: skip
+        assert k in saved, k
+    print(
+        {
+            k: qc[k]
+            for k in ("corr_template", "dice_template_mask", "gm_modulation_ratio", "seconds")
+        }
+    )
+    assert qc["corr_template"] > 0.85
+    assert qc["dice_template_mask"] > 0.85
+    assert qc["jac_frac_nonpos"] == 0.0
+    for t in ("gm", "wm", "csf"):
+        assert qc[f"{t}_modulation_ratio"] == pytest.approx(1.0, abs=0.05)
+    assert 1300 < qc["tiv_ml"] < 2600
+    mask = np.asarray(nib.load(out / names["brain_mask"]).dataobj) > 0
+    true = nib.as_closest_canonical(nib.load(ph.brain_mask))  # the mask is written in RAS
+    assert dice(mask, np.asarray(true.dataobj) > 0) > 0.9
