@@ -19,6 +19,7 @@ train_fold(
     out_dir=snakemake.params.out_dir,
     model=snakemake.wildcards.model,
     lateralized=snakemake.params.lateralized,
+    on_stale_checkpoint=snakemake.params.on_stale_checkpoint,
     seed=snakemake.params.seed,
     num_threads=snakemake.threads,
     **snakemake.params.train,

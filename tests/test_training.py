@@ -183,6 +183,14 @@ def test_resume_refuses_other_settings(data, tmp_path):
     run(data, tmp_path / "x", lr=0.5, resume=False)
 
 
+def test_stale_checkpoint_restarts_when_asked(data, tmp_path):
+    with pytest.raises(TrainingInterrupted):
+        run(data, tmp_path / "x", stop_after_epoch=1)
+    fresh = run(data, tmp_path / "fresh", lr=0.5)
+    restarted = run(data, tmp_path / "x", lr=0.5, on_stale_checkpoint="restart")
+    assert restarted == fresh
+
+
 def test_same_seed_same_result_other_seed_differs(data, tmp_path):
     a = run(data, tmp_path / "a", epochs=2)
     b = run(data, tmp_path / "b", epochs=2)

@@ -8,6 +8,7 @@ rule pack:
     output:
         npy="results/pack/{input}.npy",
         index="results/pack/{input}.tsv",
+        grid="results/pack/{input}.json",
     params:
         scan_ids=lambda wc: checked_scans(),
     log:
@@ -40,6 +41,8 @@ rule train_model:
             k: v for k, v in config["train"].items() if k not in ("model", "inputs", "gpus")
         },
         lateralized=config["lateralized"],
+        # a changed config replaces the run: an old checkpoint must not be resumed
+        on_stale_checkpoint="restart",
         seed=lambda wc: derive_seed(config["seed"], "train", wc.model, wc.fold),
         out_dir=lambda wc: f"results/train/{wc.model}/fold-{wc.fold}",
     threads: 2

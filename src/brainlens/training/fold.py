@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -41,6 +42,8 @@ from brainlens.training.loop import (
 OPTIMIZERS = ("adam", "adamw")
 CHECKPOINT_VERSION = 1
 ModelFactory = Callable[..., nn.Module]
+
+log = logging.getLogger(__name__)
 
 
 def _default_model_factory() -> ModelFactory:
@@ -200,6 +203,7 @@ def train_fold(
     class_names: Sequence[str] | None = None,
     preload: bool | str = "auto",
     resume: bool = True,
+    on_stale_checkpoint: str = "error",
     model_factory: ModelFactory | None = None,
     stop_after_epoch: int | None = None,
 ) -> dict[str, Any]:
@@ -258,7 +262,11 @@ def train_fold(
         Preload the train/val/test samples onto the device ("auto": on CUDA if they fit).
     resume : bool
         Continue from ``checkpoint.pt`` when present (it must come from the same
-        settings: a different fingerprint raises ConfigError).
+        settings: a different fingerprint raises ConfigError, see ``on_stale_checkpoint``).
+    on_stale_checkpoint : {"error", "restart"}
+        What to do with a checkpoint written with other settings: raise (default), or
+        log a warning and start afresh (the workflow's choice: a changed config means
+        the old checkpoint belongs to a run that is being replaced).
     model_factory : callable, optional
         ``factory(name, *, in_shape, n_classes, **options) -> nn.Module``; default
         :func:`brainlens.models.build_model`.
@@ -388,8 +396,15 @@ def train_fold(
             ).encode()
         ).hexdigest()
 
+        if on_stale_checkpoint not in ("error", "restart"):
+            raise ConfigError(f"on_stale_checkpoint: expected error or restart, got {on_stale_checkpoint!r}")
         state = LoopState()
         ckpt_path = out / "checkpoint.pt"
+        if resume and ckpt_path.is_file() and on_stale_checkpoint == "restart":
+            old = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+            if old.get("fingerprint") != fingerprint:
+                log.warning("%s: written with other settings; starting afresh", ckpt_path)
+                ckpt_path.unlink()
         if resume and ckpt_path.is_file():
             ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
             if ckpt.get("fingerprint") != fingerprint:
