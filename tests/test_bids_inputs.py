@@ -167,3 +167,23 @@ def test_identical_images_get_identical_hashes(tmp_path: Path) -> None:
     )
     hashes = dict(zip(table["scan"], table["image_hash"], strict=True))
     assert hashes["sub-01"] == hashes["sub-03"] != hashes["sub-02"]
+
+
+def test_setup_logging_captures_logging_and_prints(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    log = tmp_path / "logs" / "rule.log"
+    code = (
+        "import logging\n"
+        "from brainlens.logutil import setup_logging\n"
+        f"setup_logging({str(log)!r})\n"
+        "logging.getLogger('nipype.workflow').info('hello from a library')\n"
+        "print('printed line')\n"
+        "raise RuntimeError('boom')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode != 0
+    text = log.read_text()
+    assert "hello from a library" in text and "printed line" in text
+    assert "RuntimeError: boom" in text and "Traceback" in text

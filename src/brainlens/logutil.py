@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 def setup_logging(log_path: str | Path, level: int = logging.INFO) -> logging.Logger:
-    """Route logging, warnings, stderr and uncaught exceptions to ``log_path``.
+    """Route logging, warnings, stdout, stderr and uncaught exceptions to ``log_path``.
 
     Called first thing by every workflow script, so that a failing job's log holds the
     full traceback and the library's messages.
@@ -29,6 +29,9 @@ def setup_logging(log_path: str | Path, level: int = logging.INFO) -> logging.Lo
         force=True,
     )
     logging.captureWarnings(True)
+    # libraries that log to stdout/stderr (nipype, ANTs wrappers, tqdm) land in the log
+    # too, provided they are imported after this call, as the workflow scripts do
+    sys.stdout = stream
     sys.stderr = stream
 
     def _hook(exc_type, exc, tb):  # type: ignore[no-untyped-def]
