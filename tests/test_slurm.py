@@ -21,13 +21,21 @@ A real workflow goes through the same profile with (all optional but the first):
     BRAINLENS_SLURM_WORKDIR=.            # default: a fresh tmp dir
     BRAINLENS_SLURM_GPU_RULES=train_model,attribute \\
     BRAINLENS_SLURM_TIMEOUT=1800 \\
+    BRAINLENS_SLURM_ARGS="--config bids_dir=/data/bids --forcerun train_model" \\
     .venv/bin/pytest -m slurm tests/test_slurm.py -k custom -s
+
+``BRAINLENS_SLURM_ARGS`` holds further Snakemake arguments (split like a shell
+would), e.g. targets, ``--config`` values or ``--forcerun``: with a work dir that
+already holds the preprocessed results of an earlier (local) run, ``--forcerun
+train_model`` sends only training and what follows it to SLURM, which takes
+minutes instead of the hour a fresh run's preprocessing takes on a small machine.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -298,9 +306,12 @@ def test_custom_workflow_on_slurm(slurm_cluster: SlurmCluster, tmp_path: Path) -
         workdir.resolve(),
         timeout_s=int(os.environ.get("BRAINLENS_SLURM_TIMEOUT", "1800")),
         configfile=Path(configfile).resolve() if configfile else None,
+        extra=tuple(shlex.split(os.environ.get("BRAINLENS_SLURM_ARGS", ""))),
     )
     assert run.returncode == 0, _explain(run)
     assert run.jobs, "no SLURM jobs were submitted"
     _assert_gpu_rules(run, gpu_rules)
     failed = [j["JobId"] for j in run.jobs if j.get("JobState") != "COMPLETED"]
     assert not failed, f"jobs not COMPLETED: {failed}\n{_explain(run)}"
+    rules = sorted({j.get("Comment", "").split("_wildcards_")[0] for j in run.jobs})
+    print(f"custom run {run.seconds:.1f} s, {len(run.jobs)} SLURM jobs: {', '.join(rules)}")
