@@ -20,4 +20,5 @@ sanity_checks(
     out_table=snakemake.output.table,
     out_deletion=snakemake.output.deletion,
     seed=snakemake.params.seed,
+    **snakemake.params.checks,
 )

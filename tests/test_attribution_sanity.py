@@ -104,6 +104,16 @@ def test_randomization_separates_model_dependent_maps_from_input_echoes(
         assert torch.equal(v, before[k]), k
 
 
+def test_randomization_without_cascade_equals_the_last_cascade_step() -> None:
+    model = TrainedLikeNet(region_mask(), seed=0)
+    x = sample(2)
+    full = randomization_check(model, x, method="gradients", target=1, seed=7)
+    last = randomization_check(model, x, method="gradients", target=1, seed=7, cascade=False)
+    assert len(last) == 1 and last["layer"].iloc[0] == full["layer"].iloc[-1]
+    pd.testing.assert_frame_equal(last.reset_index(drop=True), full.tail(1).reset_index(drop=True))
+    assert passes_randomization(last) == passes_randomization(full)
+
+
 def test_randomization_is_seeded_and_leaves_the_global_rng_alone() -> None:
     model = TrainedLikeNet(region_mask(), seed=0)
     x = sample(2)

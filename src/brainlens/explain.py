@@ -173,16 +173,19 @@ def sanity_checks(
     out_deletion: Path,
     seed: int,
     scans_per_fold: int = 1,
+    max_folds: int | None = None,
     deletion_steps: int = 10,
+    cascade: bool = False,
 ) -> pd.DataFrame:
     """Randomisation check, deletion curves and ground-truth scores of one method.
 
-    Per fold, ``scans_per_fold`` test scans (preferring the positive class named in
-    the ground truth, else the first class) are checked:
+    Per fold (the first ``max_folds`` folds, all by default), ``scans_per_fold`` test
+    scans (preferring the positive class named in the ground truth) are checked:
 
     * model-parameter randomisation (cascading, top-down; the statistic is the
       Spearman correlation between the trained and the fully randomised model's map,
-      see :func:`brainlens.attribution.sanity.passes_randomization`);
+      see :func:`brainlens.attribution.sanity.passes_randomization`; ``cascade=True``
+      also computes every intermediate step, which costs one map per layer);
     * deletion curve of the saved map against a random map of the same scan;
     * with ``ground_truth`` (``{"atlas", "region", "label", ...}``), the planted
       region's rank, the share of relevance mass inside it and a pointing-game hit,
@@ -207,8 +210,9 @@ def sanity_checks(
     opts = _method_options(method, options, atlas)
     rows, curves = [], []
     rng = np.random.default_rng(seed)
-    for model_path, table_path in zip(model_paths, attribution_tables, strict=True):
-        model, meta = load_trained_model(Path(model_path).parent)
+    pairs = list(zip(model_paths, attribution_tables, strict=True))
+    for model_path, table_path in pairs[:max_folds]:
+        model, _ = load_trained_model(Path(model_path).parent)
         table = pd.read_csv(table_path, sep="\t", dtype={"label": str})
         positive = gt.get("positive_class") if gt else None
         preferred = table[table["label"] == positive] if positive else table.iloc[0:0]

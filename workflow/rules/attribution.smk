@@ -46,6 +46,7 @@ rule sanity_checks:
         inputs=INPUTS,
         options=lambda wc: config["attribution"]["methods"][wc.method],
         seed=lambda wc: derive_seed(config["seed"], "sanity", wc.model, wc.method),
+        checks=config["attribution"]["sanity"],
         ground_truth=GROUND_TRUTH,
     threads: 2
     resources:
