@@ -1,0 +1,195 @@
+"""Benchmark of the T1w preprocessing: seconds per step, peak memory, quality.
+
+Runs ``brainlens.preprocess.run_t1w_preproc`` on synthetic heads (``brainlens.preprocess.
+phantom``) at each grid resolution and skull-strip method, each scan in a fresh child
+process (so peak RSS is per scan), plus the reference: antspyx
+``ants.registration(type_of_transform="SyN")`` of the true-mask brain to the 1 mm
+template. Registration quality is the Pearson r with the template inside the template
+brain mask, computed on the 1.5 mm grid for every row so that rows compare.
+
+Usage::
+
+    python benchmarks/preprocess.py --res 1.5 2 --methods deepbet ants_template \
+        --voxel 1.5 --threads 2 --seed 1 --out /tmp/bench_preproc
+
+Prints one table; writes ``results.json`` into ``--out``. Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def _load_avg() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def _corr_on_grid(warped_brain: Path, templates_15: dict) -> float:
+    """r of a warped brain (any MNI grid) with the 1.5 mm template inside its mask."""
+    import nibabel as nib
+    import numpy as np
+
+    from brainlens.grid import mni_grid
+    from brainlens.preprocess.core import masked_corr
+    from brainlens.templates import resample_to_grid
+
+    shape, affine = mni_grid(1.5)
+    img = nib.load(warped_brain)
+    data = np.asarray(img.dataobj, np.float32)
+    if data.shape != shape:
+        data = resample_to_grid(data, img.affine, shape, affine)
+    tpl = np.asarray(nib.load(templates_15["t1w"]).dataobj)
+    mask = np.asarray(nib.load(templates_15["brain_mask"]).dataobj) > 0
+    return masked_corr(data, tpl, mask)
+
+
+def one_scan(args: argparse.Namespace) -> dict:
+    """Child mode: preprocess one phantom, print a JSON line."""
+    import nibabel as nib
+    import numpy as np
+
+    from brainlens.preprocess import run_t1w_preproc
+    from brainlens.preprocess.core import dice
+    from brainlens.preprocess.phantom import make_phantom
+    from brainlens.templates import build_templates
+
+    out = Path(args.out)
+    tpl_dir = out / f"templates_{args.one_res}"
+    build_templates(tpl_dir, resolution=args.one_res)
+    tpl15 = build_templates(out / "templates_1.5", resolution=1.5)
+    ph = make_phantom(out / "phantoms", seed=args.seed, voxel_size=args.voxel, name="sub-bench_T1w")
+    tag = f"{args.one_method}_{args.one_res}"
+    t0 = time.perf_counter()
+    qc = run_t1w_preproc(
+        ph.t1w,
+        scan="sub-bench",
+        out_dir=out / tag / "out",
+        templates_dir=tpl_dir,
+        resolution=args.one_res,
+        skullstrip=args.one_method,
+        seed=args.seed,
+        threads=args.threads,
+        work_dir=out / tag / "work",
+    )
+    wall = time.perf_counter() - t0
+    mask = np.asarray(nib.load(qc["files"]["brain_mask"]).dataobj) > 0
+    true = np.asarray(nib.as_closest_canonical(nib.load(ph.brain_mask)).dataobj) > 0
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {
+        "method": args.one_method,
+        "res": args.one_res,
+        "wall_s": round(wall, 1),
+        "steps": qc["seconds_steps"],
+        "peak_rss_mb": round(max(kids, me)),
+        "corr_template": round(qc["corr_template"], 4),
+        "corr_1p5": round(_corr_on_grid(qc["files"]["t1w"], tpl15), 4),
+        "dice_true_mask": round(dice(mask, true), 4),
+        "gm_mod_ratio": round(qc["gm_modulation_ratio"], 4),
+        "jac_frac_nonpos": qc["jac_frac_nonpos"],
+    }
+
+
+def reference(args: argparse.Namespace) -> dict:
+    """Child mode: antspyx SyN of the true-mask N4 brain to the 1 mm template."""
+    import ants
+    import nibabel as nib
+    import numpy as np
+
+    from brainlens.preprocess.phantom import make_phantom
+    from brainlens.templates import build_templates
+
+    out = Path(args.out)
+    tpl1 = build_templates(out / "templates_1.0", resolution=1.0)
+    tpl15 = build_templates(out / "templates_1.5", resolution=1.5)
+    ph = make_phantom(out / "phantoms", seed=args.seed, voxel_size=args.voxel, name="sub-bench_T1w")
+    head = ants.image_read(str(ph.t1w))
+    t0 = time.perf_counter()
+    n4 = ants.n4_bias_field_correction(head)
+    brain = n4 * ants.image_read(str(ph.brain_mask))
+    fixed = ants.image_read(str(tpl1["t1w"]))
+    reg = ants.registration(fixed, brain, type_of_transform="SyN", random_seed=args.seed)
+    wall = time.perf_counter() - t0
+    warped = out / "reference_warped.nii.gz"
+    ants.image_write(reg["warpedmovout"], str(warped))
+    m = np.asarray(nib.load(tpl1["brain_mask"]).dataobj) > 0
+    w = np.asarray(nib.load(warped).dataobj)
+    t = np.asarray(nib.load(tpl1["t1w"]).dataobj)
+    return {
+        "method": "antspyx SyN (true mask)",
+        "res": 1.0,
+        "wall_s": round(wall, 1),
+        "steps": {},
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "corr_template": round(float(np.corrcoef(w[m], t[m])[0, 1]), 4),
+        "corr_1p5": round(_corr_on_grid(warped, tpl15), 4),
+        "dice_true_mask": 1.0,
+        "gm_mod_ratio": float("nan"),
+        "jac_frac_nonpos": float("nan"),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--res", type=float, nargs="+", default=[1.5, 2.0])
+    p.add_argument("--methods", nargs="+", default=["deepbet", "ants_template"])
+    p.add_argument("--voxel", type=float, default=1.5, help="native voxel size of the phantom")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--no-reference", action="store_true")
+    p.add_argument("--out", default="/tmp/bench_preproc")
+    p.add_argument("--one-method", help=argparse.SUPPRESS)
+    p.add_argument("--one-res", type=float, help=argparse.SUPPRESS)
+    p.add_argument("--reference", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(args.threads)
+    if args.one_method:
+        print("RESULT " + json.dumps(one_scan(args)))
+        return
+    if args.reference:
+        print("RESULT " + json.dumps(reference(args)))
+        return
+
+    base = [sys.executable, __file__, "--voxel", str(args.voxel), "--threads", str(args.threads)]
+    base += ["--seed", str(args.seed), "--out", args.out]
+    jobs = [base + ["--one-method", m, "--one-res", str(r)] for r in args.res for m in args.methods]
+    if not args.no_reference:
+        jobs.append(base + ["--reference"])
+    rows = []
+    for cmd in jobs:
+        load = _load_avg()
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        line = [ln for ln in res.stdout.splitlines() if ln.startswith("RESULT ")]
+        if res.returncode or not line:
+            print(f"FAILED: {' '.join(cmd[2:])}\n{res.stderr[-2000:]}", file=sys.stderr)
+            continue
+        row = json.loads(line[0][7:]) | {"load_before": load}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    Path(args.out, "results.json").write_text(json.dumps(rows, indent=2))
+
+    steps = ["n4", "deepbet", "head_reg", "t1w2std", "atropos", "tissue_to_std", "jacobian"]
+    hdr = f"{'method':26} {'res':>4} {'wall_s':>7} " + " ".join(f"{s[:8]:>8}" for s in steps)
+    hdr += f" {'RSS_MB':>7} {'r_grid':>7} {'r_1p5':>6} {'dice':>6} {'GMmod':>6} {'load':>14}"
+    print(
+        f"\nnative voxel {args.voxel} mm, threads {args.threads}, seed {args.seed}, nproc {os.cpu_count()}"
+    )
+    print(hdr)
+    for r in rows:
+        st = " ".join(f"{r['steps'].get(s, float('nan')):8.1f}" for s in steps)
+        print(
+            f"{r['method']:26} {r['res']:4g} {r['wall_s']:7.1f} {st} {r['peak_rss_mb']:7d} "
+            f"{r['corr_template']:7.4f} {r['corr_1p5']:6.3f} {r['dice_true_mask']:6.3f} "
+            f"{r['gm_mod_ratio']:6.3f} {r['load_before']:>14}"
+        )
+
+
+if __name__ == "__main__":
+    main()
