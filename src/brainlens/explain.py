@@ -5,6 +5,12 @@ inputs (:mod:`brainlens.packing`), the folds table and the attribution methods
 (:mod:`brainlens.attribution`). Maps are made for the **test** scans of the fold
 only (the model never saw them), explaining each scan's **true** class, and are
 written on the analysis grid with the pack's affine.
+
+2D models (coronal slices, dynamic images) are explained on their 2D input, and the
+2D map is put back on the 3D grid with :func:`brainlens.transforms.to_volume`: at the
+slice positions for slice models, spread along the pooled axis (by each slice's
+weight in the dynamic image) for projection models. Atlas-region occlusion needs a
+3D input and is refused for 2D models.
 """
 
 from __future__ import annotations
@@ -66,6 +72,43 @@ def _method_options(
     return opts
 
 
+def _model_input(meta: Mapping[str, Any]):
+    """``f(x3d) -> model input``: identity for 3D models, the 3D->2D transform otherwise."""
+    spec = meta.get("transform")
+    if not spec:
+        return lambda x: x
+    from brainlens.transforms import make_transform
+
+    transform = make_transform(spec["name"], **{k: v for k, v in spec.items() if k != "name"})
+    return lambda x: torch.from_numpy(
+        np.ascontiguousarray(transform(x[0].numpy()), dtype=np.float32)
+    )[None]
+
+
+def _explainer(model: torch.nn.Module, meta: Mapping[str, Any], method: str):
+    """``f(x3d, target, options) -> (X, Y, Z)`` map for a 3D or a 2D (transformed) model."""
+    spec = meta.get("transform")
+    if not spec:
+        return lambda x, target, opts: attribute(model, x, method=method, target=target, **opts)
+    from brainlens.transforms import to_volume
+
+    if method == "region_occlusion":
+        raise ConfigError(
+            f"attribution.methods.region_occlusion: needs a 3D model, but {meta['model']} takes "
+            f"2D input ({spec['name']}). Fix: drop region_occlusion for 2D models"
+        )
+    options = {k: v for k, v in spec.items() if k != "name"}
+    to_input = _model_input(meta)
+
+    def explain(x: torch.Tensor, target: int, opts: Mapping[str, Any]) -> np.ndarray:
+        map2d = attribute(model, to_input(x), method=method, target=target, **opts)
+        return to_volume(
+            map2d, transform=spec["name"], options=options, volume_shape=tuple(x.shape[1:])
+        )
+
+    return explain
+
+
 def attribute_fold(
     *,
     model_path: Path,
@@ -109,11 +152,7 @@ def attribute_fold(
     """
     torch.manual_seed(seed)
     model, meta = load_trained_model(Path(model_path).parent)
-    if meta.get("transform"):
-        raise ConfigError(
-            f"attribution for 2D models ({meta['model']}, transform {meta['transform']}) is not "
-            "wired into the workflow yet. Fix: run attribution on 3D models only"
-        )
+    explain = _explainer(model, meta, method)
     classes = list(meta["class_names"])
     test = _test_scans(folds_tsv, fold)
     if max_scans is not None and len(test) > max_scans:
@@ -132,7 +171,7 @@ def attribute_fold(
         x = torch.from_numpy(volumes[i : i + 1])
         start = time.perf_counter()
         with count_forward_passes(model) as counter:
-            rel = attribute(model, x, method=method, target=target, **opts)
+            rel = explain(x, target, opts)
         seconds = time.perf_counter() - start
         path = out_dir / f"{rec['scan_id']}_relevance.nii.gz"
         save_map(rel, affine, path)
@@ -212,23 +251,36 @@ def sanity_checks(
     rng = np.random.default_rng(seed)
     pairs = list(zip(model_paths, attribution_tables, strict=True))
     for model_path, table_path in pairs[:max_folds]:
-        model, _ = load_trained_model(Path(model_path).parent)
+        model, meta = load_trained_model(Path(model_path).parent)
+        to_input = _model_input(meta)
         table = pd.read_csv(table_path, sep="\t", dtype={"label": str})
         positive = gt.get("positive_class") if gt else None
         preferred = table[table["label"] == positive] if positive else table.iloc[0:0]
         chosen = pd.concat([preferred, table.drop(preferred.index)]).head(scans_per_fold)
         for rec in chosen.to_dict("records"):
             volumes, _ = load_volumes(packs, [rec["scan_id"]])
-            x = torch.from_numpy(volumes)
+            x = to_input(torch.from_numpy(volumes))
             relevance = np.asanyarray(nib.load(rec["path"]).dataobj).astype(np.float32)
+            # deletion works on the model's input: for 2D models, the map of the 2D input
+            rel_in = (
+                relevance
+                if x.ndim == 5
+                else attribute(model, x, method=method, target=int(rec["target"]), **opts)
+            )
             rand = randomization_check(
-                model, x, method=method, target=int(rec["target"]), seed=seed, **opts
+                model,
+                x,
+                method=method,
+                target=int(rec["target"]),
+                seed=seed,
+                cascade=cascade,
+                **opts,
             )
             last = rand.iloc[-1]
             fr, sc = deletion_curve(
-                model, x, relevance, target=int(rec["target"]), steps=deletion_steps
+                model, x, rel_in, target=int(rec["target"]), steps=deletion_steps
             )
-            noise = rng.random(relevance.shape).astype(np.float32)
+            noise = rng.random(rel_in.shape).astype(np.float32)
             fr_r, sc_r = deletion_curve(
                 model, x, noise, target=int(rec["target"]), steps=deletion_steps
             )

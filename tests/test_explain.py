@@ -1,0 +1,168 @@
+"""The attribution and sanity-check stages on tiny trained 3D and 2D registry models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from brainlens.errors import ConfigError
+from brainlens.explain import attribute_fold, sanity_checks
+from brainlens.folds import write_folds
+from brainlens.packing import pack_volumes
+from brainlens.training import train_fold
+
+torch.set_num_threads(1)
+SIDE = 16
+AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])
+AFFINE[:3, 3] = -16
+
+
+@pytest.fixture(scope="module")
+def stage(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("explain")
+    rng = np.random.default_rng(0)
+    rows, paths, ids = [], [], []
+    for i in range(12):
+        label = "patient" if i % 2 else "control"
+        v = rng.normal(0, 0.2, (SIDE,) * 3).astype(np.float32)
+        if label == "patient":
+            v[3:7, 6:10, 4:8] += 2.0
+        p = root / f"sub-{i:02d}.nii.gz"
+        nib.save(nib.Nifti1Image(v, AFFINE), str(p))
+        rows.append({"participant_id": f"sub-{i:02d}", "session_id": "n/a", "label": label})
+        paths.append(p)
+        ids.append(f"sub-{i:02d}")
+    pack_volumes(paths, scan_ids=ids, out_npy=root / "gm.npy", out_index=root / "gm.tsv")
+    write_folds(
+        pd.DataFrame(rows), root / "folds.tsv", mode="kfold", n_folds=3, val_fraction=0.25, seed=1
+    )
+    atlas = np.zeros((SIDE,) * 3, np.int16)
+    atlas[:8, :8] = 1
+    atlas[8:, :8] = 2
+    atlas[:, 8:] = 3
+    nib.save(nib.Nifti1Image(atlas, AFFINE), str(root / "atlas.nii.gz"))
+    (root / "gt.json").write_text(
+        json.dumps({"atlas": "toy", "region": "one", "label": 1, "positive_class": "patient"})
+    )
+    models = {}
+    for name, transform in [
+        ("eitel_baseline_3d", None),
+        ("rao_2d", {"name": "avg_pool", "axis": "z"}),
+    ]:
+        out = root / name
+        train_fold(
+            packs={"gm": (root / "gm.npy", root / "gm.tsv")},
+            folds_tsv=root / "folds.tsv",
+            fold=0,
+            out_dir=out,
+            model=name,
+            epochs=1,
+            batch_size=4,
+            lr=1e-3,
+            seed=2,
+            transform=transform,
+            progress=False,
+            device="cpu",
+        )
+        models[name] = out / "model.pt"
+    return {"root": root, "models": models, "packs": [(root / "gm.npy", root / "gm.tsv")]}
+
+
+@pytest.mark.parametrize(
+    ("model", "method"),
+    [
+        ("eitel_baseline_3d", "gradients"),
+        ("eitel_baseline_3d", "region_occlusion"),
+        ("rao_2d", "gradients"),
+    ],
+)
+def test_attribute_fold_writes_maps_on_the_grid(
+    stage: dict, tmp_path: Path, model: str, method: str
+) -> None:
+    root = stage["root"]
+    table = attribute_fold(
+        model_path=stage["models"][model],
+        packs=stage["packs"],
+        folds_tsv=root / "folds.tsv",
+        fold=0,
+        method=method,
+        options={"atlas": "toy"} if method == "region_occlusion" else {},
+        atlas_nii=root / "atlas.nii.gz",
+        out_dir=tmp_path / "maps",
+        out_table=tmp_path / "maps.tsv",
+        seed=3,
+    )
+    folds = pd.read_csv(root / "folds.tsv", sep="\t", dtype=str)
+    test_ids = set(folds[(folds["fold"] == "0") & (folds["role"] == "test")]["participant_id"])
+    assert set(table["scan_id"]) == test_ids
+    assert (table["forward_passes"] >= 1).all()
+    for path in table["path"]:
+        img = nib.load(path)
+        assert img.shape == (SIDE,) * 3
+        np.testing.assert_allclose(img.affine, AFFINE)
+        assert np.abs(np.asanyarray(img.dataobj)).sum() > 0
+    for cls in set(table["label"]):
+        assert (tmp_path / "maps" / f"mean_class-{cls}.nii.gz").exists()
+    if model == "rao_2d":  # avg_pool along z: relevance spread uniformly along z
+        m = np.asanyarray(nib.load(table["path"].iloc[0]).dataobj)
+        np.testing.assert_allclose(m[:, :, 0], m[:, :, -1], rtol=1e-5, atol=1e-8)
+
+
+def test_region_occlusion_is_refused_for_2d_models(stage: dict, tmp_path: Path) -> None:
+    root = stage["root"]
+    with pytest.raises(ConfigError, match="region_occlusion"):
+        attribute_fold(
+            model_path=stage["models"]["rao_2d"],
+            packs=stage["packs"],
+            folds_tsv=root / "folds.tsv",
+            fold=0,
+            method="region_occlusion",
+            options={},
+            atlas_nii=root / "atlas.nii.gz",
+            out_dir=tmp_path / "maps",
+            out_table=tmp_path / "maps.tsv",
+            seed=3,
+        )
+
+
+@pytest.mark.parametrize("model", ["eitel_baseline_3d", "rao_2d"])
+def test_sanity_checks_table(stage: dict, tmp_path: Path, model: str) -> None:
+    root = stage["root"]
+    attribute_fold(
+        model_path=stage["models"][model],
+        packs=stage["packs"],
+        folds_tsv=root / "folds.tsv",
+        fold=0,
+        method="gradients",
+        options={},
+        atlas_nii=None,
+        out_dir=tmp_path / "maps",
+        out_table=tmp_path / "maps.tsv",
+        seed=3,
+    )
+    out = sanity_checks(
+        model_paths=[stage["models"][model]],
+        attribution_tables=[tmp_path / "maps.tsv"],
+        packs=stage["packs"],
+        method="gradients",
+        options={},
+        atlas_nii=root / "atlas.nii.gz",
+        ground_truth=root / "gt.json",
+        out_table=tmp_path / "sanity.tsv",
+        out_deletion=tmp_path / "deletion.tsv",
+        seed=4,
+        scans_per_fold=2,
+        deletion_steps=4,
+    )
+    assert len(out) == 2 and (out["label"] == "patient").all()
+    assert out["spearman_random"].between(-1, 1).all()
+    assert out["gt_rank"].between(1, 3).all()
+    curves = pd.read_csv(tmp_path / "deletion.tsv", sep="\t")
+    assert set(curves["curve"]) == {"relevance", "random"}
+    assert len(curves) == 2 * 2 * 5
