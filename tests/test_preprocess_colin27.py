@@ -63,8 +63,11 @@ def test_skullstrip_dice_against_ch2bet(tmp_path, templates, n4_head, method):
     ref = np.asarray(nib.as_closest_canonical(nib.load(CH2BET)).dataobj) > 0
     d = dice(mask, ref)
     print(f"Colin27 skull strip {method}: Dice {d:.4f}")
-    # deepbet reaches ~0.94 on this reference (measured); see the report
-    assert d >= (0.95 if method == "ants_template" else 0.93)
+    if method == "deepbet":
+        assert d >= 0.93  # regression guard: measured 0.936 (offline facts: 0.936)
+        if d < 0.95:
+            pytest.xfail(f"deepbet Dice {d:.3f} < 0.95 against ch2bet (a BET output)")
+    assert d >= 0.95
 
 
 def test_registration_quality_on_colin27(tmp_path, templates):
