@@ -315,3 +315,6 @@ def test_custom_workflow_on_slurm(slurm_cluster: SlurmCluster, tmp_path: Path) -
     assert not failed, f"jobs not COMPLETED: {failed}\n{_explain(run)}"
     rules = sorted({j.get("Comment", "").split("_wildcards_")[0] for j in run.jobs})
     print(f"custom run {run.seconds:.1f} s, {len(run.jobs)} SLURM jobs: {', '.join(rules)}")
+    for rule in gpu_rules:
+        for job in run.jobs_of_rule(rule):
+            print(f"  {rule}: job {job['JobId']} TresPerJob={job.get('TresPerJob')}")
