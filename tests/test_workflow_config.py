@@ -75,7 +75,7 @@ def test_good_config_dry_run_plans_the_chain(tmp_path: Path) -> None:
     from conftest import planned_jobs
 
     jobs = planned_jobs(snakemake(tmp_path, "-n", "--cores", "1").stdout)
-    for rule in ("demo_data", "check_inputs", "folds", "train_model", "attribute", "report"):
+    for rule in ("demo_scan", "demo_metadata", "check_inputs", "folds", "train_model", "attribute", "report"):
         assert rule in jobs, jobs
 
 

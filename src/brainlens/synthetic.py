@@ -326,8 +326,113 @@ def scan_relpath(participant_id: str, session_id: str) -> str:
     return f"{participant_id}/{session_id}/anat/{participant_id}_{session_id}_T1w.nii.gz"
 
 
+def write_demo_subject(
+    out_dir: Path, spec: DemoSpec, *, seed: int, participant_id: str, session_id: str | None = None
+) -> list[Path]:
+    """Write the scans of one participant (or one of its sessions) of the demo dataset.
+
+    Each file is written to a temporary name and renamed, so an interrupted run leaves
+    no half-written image. A participant's images depend only on ``seed``, ``spec`` and
+    its index, so subjects can be made in parallel (one workflow job each).
+
+    Parameters
+    ----------
+    out_dir : Path
+        Dataset root.
+    spec : DemoSpec
+    seed : int
+    participant_id : str
+    session_id : str, optional
+        Only this session ("n/a" in a dataset without sessions); all by default.
+
+    Returns
+    -------
+    list of Path
+        The T1w files written, one per session.
+    """
+    out_dir = Path(out_dir)
+    plan = plan_dataset(spec, seed=seed)
+    rows = plan[plan["participant_id"] == participant_id]
+    if rows.empty:
+        raise ConfigError(f"{participant_id}: not in the demo plan of {spec.n_subjects} subjects")
+    index = int(rows["index"].iloc[0])
+    subject_rng = np.random.default_rng([seed, 1, index])
+    is_patient = rows.iloc[0][spec.label_column] == "patient"
+    effect = spec.effect * subject_rng.uniform(0.8, 1.2) if is_patient else 0.0
+    source, disp = _subject_source(spec, subject_rng, min(effect, 1.0))
+    written = []
+    for k, row in enumerate(rows.to_dict("records")):
+        if session_id is not None and row["session_id"] != session_id:
+            continue
+        scan_rng = np.random.default_rng([seed, 2, index, k])
+        img = make_scan(spec, source=source, displacement=disp, rng=scan_rng)
+        path = out_dir / scan_relpath(row["participant_id"], row["session_id"])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(".tmp-" + path.name)
+        try:
+            nib.save(img, str(tmp))
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        written.append(path)
+    return written
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(".tmp-" + path.name)
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def write_demo_metadata(out_dir: Path, spec: DemoSpec, *, seed: int) -> pd.DataFrame:
+    """Write ``participants.tsv/.json``, ``dataset_description.json`` and ``ground_truth.json``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The scan plan (see :func:`plan_dataset`).
+    """
+    out_dir = Path(out_dir)
+    plan = plan_dataset(spec, seed=seed)
+    _, _, label = _region_weights(spec.atlas, spec.region)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    participants = plan.drop_duplicates("participant_id")[
+        ["participant_id", spec.label_column, "age", "sex"]
+    ]
+    tmp = out_dir / ".tmp-participants.tsv"
+    participants.to_csv(tmp, sep="\t", index=False)
+    tmp.replace(out_dir / "participants.tsv")
+    levels = {"patient": "planted regional atrophy", "control": "no effect"}
+    sidecar = {
+        spec.label_column: {"Description": "group", "Levels": levels},
+        "age": {"Description": "age", "Units": "years"},
+        "sex": {"Description": "sex", "Levels": {"F": "female", "M": "male"}},
+    }
+    _atomic_text(out_dir / "participants.json", json.dumps(sidecar, indent=2))
+    description = {
+        "Name": "brainlens synthetic demo (MNI152 template with a planted effect)",
+        "BIDSVersion": "1.9.0",
+        "DatasetType": "raw",
+        "GeneratedBy": [{"Name": "brainlens.synthetic"}],
+    }
+    _atomic_text(out_dir / "dataset_description.json", json.dumps(description, indent=2))
+    truth = {
+        "atlas": spec.atlas,
+        "region": spec.region,
+        "label": label,
+        "effect": spec.effect,
+        "kind": "regional atrophy (tissue loss and shrinkage)",
+        "label_column": spec.label_column,
+        "positive_class": "patient",
+        "seed": seed,
+        "spec": asdict(spec),
+    }
+    _atomic_text(out_dir / "ground_truth.json", json.dumps(truth, indent=2))
+    return plan
+
+
 def write_demo_dataset(out_dir: Path, spec: DemoSpec, *, seed: int) -> pd.DataFrame:
-    """Write the whole synthetic BIDS dataset.
+    """Write the whole synthetic BIDS dataset (metadata and every participant).
 
     Files are written into a temporary folder beside ``out_dir`` and moved into place
     at the end, so an interrupted run leaves no half-written dataset.
@@ -343,79 +448,27 @@ def write_demo_dataset(out_dir: Path, spec: DemoSpec, *, seed: int) -> pd.DataFr
     Returns
     -------
     pandas.DataFrame
-        The scan plan (see :func:`plan_dataset`) with a ``path`` column.
+        The scan plan (see :func:`plan_dataset`) with a ``path`` column (relative).
     """
     out_dir = Path(out_dir)
-    plan = plan_dataset(spec, seed=seed)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".demo-", dir=out_dir.parent))
     try:
-        paths = []
-        for index, rows in plan.groupby("index", sort=True):
-            subject_rng = np.random.default_rng([seed, 1, int(index)])
-            is_patient = rows.iloc[0][spec.label_column] == "patient"
-            effect = spec.effect * subject_rng.uniform(0.8, 1.2) if is_patient else 0.0
-            source, disp = _subject_source(spec, subject_rng, min(effect, 1.0))
-            for k, (_, row) in enumerate(rows.iterrows()):
-                scan_rng = np.random.default_rng([seed, 2, int(index), k])
-                img = make_scan(spec, source=source, displacement=disp, rng=scan_rng)
-                rel = scan_relpath(row["participant_id"], row["session_id"])
-                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-                nib.save(img, str(tmp / rel))
-                paths.append(rel)
-        plan = plan.assign(path=paths)
-        participants = plan.drop_duplicates("participant_id")[
-            ["participant_id", spec.label_column, "age", "sex"]
-        ]
-        participants.to_csv(tmp / "participants.tsv", sep="\t", index=False)
-        (tmp / "participants.json").write_text(
-            json.dumps(
-                {
-                    spec.label_column: {
-                        "Description": "group",
-                        "Levels": {"patient": "planted regional atrophy", "control": "no effect"},
-                    },
-                    "age": {"Description": "age", "Units": "years"},
-                    "sex": {"Description": "sex", "Levels": {"F": "female", "M": "male"}},
-                },
-                indent=2,
-            )
-        )
-        (tmp / "dataset_description.json").write_text(
-            json.dumps(
-                {
-                    "Name": "brainlens synthetic demo (MNI152 template with a planted effect)",
-                    "BIDSVersion": "1.9.0",
-                    "DatasetType": "raw",
-                    "GeneratedBy": [{"Name": "brainlens.synthetic"}],
-                },
-                indent=2,
-            )
-        )
-        _, _, label = _region_weights(spec.atlas, spec.region)
-        (tmp / "ground_truth.json").write_text(
-            json.dumps(
-                {
-                    "atlas": spec.atlas,
-                    "region": spec.region,
-                    "label": label,
-                    "effect": spec.effect,
-                    "kind": "regional atrophy (tissue loss and shrinkage)",
-                    "label_column": spec.label_column,
-                    "positive_class": "patient",
-                    "seed": seed,
-                    "spec": asdict(spec),
-                },
-                indent=2,
-            )
-        )
+        plan = write_demo_metadata(tmp, spec, seed=seed)
+        for pid in plan["participant_id"].unique():
+            write_demo_subject(tmp, spec, seed=seed, participant_id=pid)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp.rename(out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return plan
+    return plan.assign(
+        path=[
+            scan_relpath(p, s)
+            for p, s in zip(plan["participant_id"], plan["session_id"], strict=True)
+        ]
+    )
 
 
 def region_mask_on_grid(atlas: str, region: str, resolution: float) -> np.ndarray:
