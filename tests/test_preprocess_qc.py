@@ -121,3 +121,20 @@ def test_missing_input_fails_in_the_child_not_here(tmp_path, program):
     res = subprocess.run([program, *args], capture_output=True, timeout=120)
     assert res.returncode != 0
     assert not (tmp_path / "o.nii.gz").exists()
+
+
+@pytest.mark.parametrize(
+    ("vox", "target", "smoothed"), [(1.0, 2.0, True), (2.0, 1.5, False), (1.5, 1.5, False)]
+)
+def test_antialias_preserves_sum_and_only_smooths_when_needed(tmp_path, vox, target, smoothed):
+    from brainlens.preprocess.fileops import antialias_file
+
+    data = np.zeros((30, 30, 30), np.float32)
+    data[10:20, 10:20, 10:20] = 1.0
+    src = tmp_path / "in.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.diag([vox, vox, vox, 1.0])), src)
+    out = np.asarray(
+        nib.load(antialias_file(src, tmp_path / "out.nii.gz", target_mm=target)).dataobj
+    )
+    assert out.sum() == pytest.approx(data.sum(), rel=1e-4)
+    assert bool(np.abs(out - data).max() > 0.01) == smoothed

@@ -164,3 +164,26 @@ class Modulate(SimpleInterface):
             )
         self._results["out_files"] = outs
         return runtime
+
+
+class _AntiAliasInputSpec(BaseInterfaceInputSpec):
+    in_files = InputMultiObject(File(exists=True), mandatory=True)
+    target_mm = traits.Float(mandatory=True, desc="voxel size of the target grid")
+
+
+class AntiAlias(SimpleInterface):
+    """Gaussian pre-filter of native images before resampling to a coarser grid."""
+
+    input_spec = _AntiAliasInputSpec
+    output_spec = _ModulateOutputSpec
+
+    def _run_interface(self, runtime):  # noqa: ANN001, ANN202
+        self._results["out_files"] = [
+            str(
+                fileops.antialias_file(
+                    f, _out(runtime, f"aa_{i:02d}.nii.gz"), target_mm=self.inputs.target_mm
+                )
+            )
+            for i, f in enumerate(self.inputs.in_files)
+        ]
+        return runtime

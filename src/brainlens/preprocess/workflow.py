@@ -18,6 +18,7 @@ from nipype.pipeline import engine as pe
 
 from brainlens.errors import ConfigError
 from brainlens.preprocess.interfaces import (
+    AntiAlias,
     ApplyMask,
     DeepBet,
     MakePriors,
@@ -70,6 +71,10 @@ ATROPOS = {
     "n_iterations": 5,
     "convergence_threshold": 0.001,
 }
+
+
+def _first(in_list: list) -> str:
+    return in_list[0]
 
 
 def _registration(name: str, settings: dict, *, seed: int, omp_nthreads: int) -> pe.Node:
@@ -217,6 +222,9 @@ def init_t1w_preproc_wf(
         ``t1w_brain`` (native), ``anat2std_xfm`` (composite ``.h5``, resamples native
         into MNI, i.e. ``from-T1w_to-MNI``), ``std2anat_xfm`` (its inverse),
         ``std_t1w`` (brain T1w on the MNI grid), ``native_probseg``, ``std_probseg``,
+        (native maps and ``std_t1w`` are Gaussian pre-filtered with FWHM
+        ``sqrt(resolution^2 - voxel^2)`` before resampling when the native voxels are
+        finer than the grid, so the MNI maps are not aliased; sums are preserved)
         ``std_mod_probseg`` (lists ordered as :data:`TISSUES`), ``jacobian``
         (det D phi on the MNI grid, see :func:`brainlens.preprocess.core.modulate`),
         ``tpl_mask_native`` (template brain mask carried to the scan, for QC).
@@ -325,6 +333,17 @@ def init_t1w_preproc_wf(
         name="atropos",
         n_procs=omp_nthreads,
     )
+    antialias_t1w = pe.Node(AntiAlias(target_mm=float(resolution)), name="antialias_t1w")
+    t1w_to_std = pe.Node(
+        ants.ApplyTransforms(
+            reference_image=tpl["t1w"],
+            interpolation="Linear",
+            float=True,
+            num_threads=omp_nthreads,
+        ),
+        name="t1w_to_std",
+    )
+    antialias_tissue = pe.Node(AntiAlias(target_mm=float(resolution)), name="antialias_tissue")
     tissue_to_std = pe.MapNode(
         ants.ApplyTransforms(
             reference_image=tpl["t1w"],
@@ -373,7 +392,11 @@ def init_t1w_preproc_wf(
         (make_priors, atropos, [("prior_pattern", "prior_image")]),
         (n4, atropos, [("output_image", "intensity_images")]),
         (mask_src[0], atropos, [(mask_src[1], "mask_image")]),
-        (atropos, tissue_to_std, [("posteriors", "input_image")]),
+        (atropos, antialias_tissue, [("posteriors", "in_files")]),
+        (antialias_tissue, tissue_to_std, [("out_files", "input_image")]),
+        (apply_mask, antialias_t1w, [("out_file", "in_files")]),
+        (antialias_t1w, t1w_to_std, [(("out_files", _first), "input_image")]),
+        (t1w2std, t1w_to_std, [("composite_transform", "transforms")]),
         (t1w2std, tissue_to_std, [("composite_transform", "transforms")]),
         (apply_mask, std_field, [("out_file", "input_image")]),
         (t1w2std, std_field, [("composite_transform", "transforms")]),
@@ -385,8 +408,8 @@ def init_t1w_preproc_wf(
         (t1w2std, outputnode, [
             ("composite_transform", "anat2std_xfm"),
             ("inverse_composite_transform", "std2anat_xfm"),
-            ("warped_image", "std_t1w"),
         ]),
+        (t1w_to_std, outputnode, [("output_image", "std_t1w")]),
         (atropos, outputnode, [("posteriors", "native_probseg")]),
         (tissue_to_std, outputnode, [("output_image", "std_probseg")]),
         (modulate, outputnode, [("out_files", "std_mod_probseg")]),
