@@ -148,6 +148,7 @@ def copy_checkout(dest: Path) -> Path:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
     for item in CHECKOUT_ITEMS:
         src = REPO / item
+        (dest / item).parent.mkdir(parents=True, exist_ok=True)
         if src.is_dir():
             shutil.copytree(src, dest / item, ignore=ignore)
         else:
