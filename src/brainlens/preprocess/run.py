@@ -127,6 +127,7 @@ def run_t1w_preproc(
     seed: int,
     threads: int,
     work_dir: Path,
+    registration: dict | None = None,
 ) -> dict:
     """Preprocess one T1w scan into MNI space and write its derivatives atomically.
 
@@ -150,6 +151,9 @@ def run_t1w_preproc(
         Threads for ANTs and deepbet.
     work_dir : Path
         Scratch folder (nipype working directory and staging); may be deleted afterwards.
+    registration : dict, optional
+        Overrides of :data:`brainlens.preprocess.workflow.REGISTRATION` (e.g. cheaper
+        SyN iterations for a quick run); recorded in the sidecars.
 
     Returns
     -------
@@ -196,6 +200,7 @@ def run_t1w_preproc(
             skullstrip=skullstrip,
             seed=seed,
             omp_nthreads=threads,
+            registration=registration,
         )
         wf.base_dir = str(work_dir / "nipype")
         wf.config["execution"].update(
@@ -265,7 +270,7 @@ def run_t1w_preproc(
             "Resolution": float(resolution),
             "SkullStripMethod": skullstrip,
             "Seed": int(seed),
-            "Registration": REGISTRATION,
+            "Registration": REGISTRATION | (registration or {}),
             "Atropos": ATROPOS,
             "Modulation": "modulated = probseg * det(D phi), phi: MNI -> native mm "
             "(CreateJacobianDeterminantImage of the composite anat2std displacement field); "

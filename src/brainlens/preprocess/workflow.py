@@ -32,15 +32,18 @@ SKULLSTRIP_METHODS = ("deepbet", "ants_template")
 TISSUES = ("CSF", "GM", "WM")
 
 #: Registration settings of the brain -> MNI registration (rigid, affine, SyN).
-#: Chosen on a 2 mm phantom (2 cores, CPU seconds of antsRegistration / r with template):
-#: affine only 6 s / 0.83; SyN Mattes 40x20x0 12 s / 0.90; CC(r=2) 40x20x0 30 s / 0.90;
-#: Mattes 60x40x10 26 s / 0.93; Mattes 100x70x20 43 s / 0.94; CC 60x30x10 ~120 s / 0.93.
-#: CC is 2-4x slower in antspyx's ANTs build for no gain here, so SyN uses Mattes MI.
+#: Chosen on Colin27 (real 1 mm head, deepbet brain) registered to the 2 mm template,
+#: scored by r with the template on the 2 mm grid (warped at 1 mm, anti-aliased), CPU s
+#: of antsRegistration on the shared 2-core machine:
+#: antspyx ``ants.registration(type_of_transform="SyN")`` at 1 mm: r 0.867 (126 s wall);
+#: SyN Mattes 60x40x10: 0.842 / 29 s; Mattes 100x70x20: 0.856 / 44 s;
+#: CC radius 2 60x40x10: 0.895 / 130 s; CC radius 2 60x40x0: 0.842 / 55 s;
+#: CC radius 1 60x40x10: 0.898 / 62 s  <- default (the finest level matters most).
 REGISTRATION = {
     "transforms": ["Rigid", "Affine", "SyN"],
     "transform_parameters": [(0.1,), (0.1,), (0.2, 3.0, 0.0)],
-    "metric": ["MI", "MI", "Mattes"],
-    "radius_or_number_of_bins": [32, 32, 32],
+    "metric": ["MI", "MI", "CC"],
+    "radius_or_number_of_bins": [32, 32, 1],
     "sampling_strategy": ["Regular", "Regular", "None"],
     "sampling_percentage": [0.25, 0.25, 1.0],
     "number_of_iterations": [[1000, 500, 250], [1000, 500, 250], [60, 40, 10]],
