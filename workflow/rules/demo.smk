@@ -1,5 +1,5 @@
 # The built-in synthetic BIDS dataset (only when config bids_dir is null): one job
-# for the metadata, one per scan (parallel; adding subjects makes only the new ones).
+# for the metadata, one per scan (parallel on many cores).
 if DEMO:
 
     rule demo_metadata:
