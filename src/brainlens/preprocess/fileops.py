@@ -144,6 +144,22 @@ def antialias_file(in_file: Path, out_file: Path, *, target_mm: float) -> Path:
     return _save_like(data, img, out_file, np.float32)
 
 
+def resample_to_grid_file(in_file: Path, out_file: Path, *, resolution: float) -> Path:
+    """Resample an image onto ``mni_grid(resolution)`` (linear, anti-aliased, float32)."""
+    from brainlens.grid import mni_grid
+    from brainlens.templates import resample_to_grid
+
+    img = nib.load(in_file)
+    shape, affine = mni_grid(resolution)
+    data = resample_to_grid(np.asarray(img.dataobj, np.float32), img.affine, shape, affine)
+    out = nib.Nifti1Image(data, affine)
+    out.set_qform(affine, code=4)
+    out.set_sform(affine, code=4)
+    out.header.set_xyzt_units("mm")
+    nib.save(out, out_file)
+    return Path(out_file)
+
+
 def modulate_file(prob_file: Path, jacobian_file: Path, out_file: Path) -> Path:
     """Jacobian-modulate a template-space tissue map; see :func:`core.modulate`."""
     img = nib.load(prob_file)

@@ -187,3 +187,25 @@ class AntiAlias(SimpleInterface):
             for i, f in enumerate(self.inputs.in_files)
         ]
         return runtime
+
+
+class _ResampleToGridInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="image on an MNI analysis grid")
+    resolution = traits.Float(mandatory=True, desc="target MNI grid resolution (mm)")
+
+
+class ResampleToGrid(SimpleInterface):
+    """Resample (anti-aliased, linear) onto ``brainlens.grid.mni_grid(resolution)``."""
+
+    input_spec = _ResampleToGridInputSpec
+    output_spec = _OutFileSpec
+
+    def _run_interface(self, runtime):  # noqa: ANN001, ANN202
+        self._results["out_file"] = str(
+            fileops.resample_to_grid_file(
+                self.inputs.in_file,
+                _out(runtime, "template_reg.nii.gz"),
+                resolution=self.inputs.resolution,
+            )
+        )
+        return runtime
