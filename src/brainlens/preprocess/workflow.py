@@ -81,8 +81,9 @@ ATROPOS = {
 }
 
 
-def _first(in_list: list) -> str:
-    return in_list[0]
+def _first(in_list: list | str) -> str:
+    # nipype collapses a one-element OutputMultiObject to a plain string
+    return in_list if isinstance(in_list, str) else in_list[0]
 
 
 def _registration(name: str, settings: dict, *, seed: int, omp_nthreads: int) -> pe.Node:
