@@ -58,7 +58,7 @@ def _input_scan(args: argparse.Namespace) -> tuple[Path, Path | None]:
 
         root = out / f"demo_{args.voxel}"
         if not (root / "participants.tsv").is_file():
-            spec = DemoSpec(n_subjects=2, n_second_session=0, voxel_size=args.voxel)
+            spec = DemoSpec(n_subjects=4, n_second_session=0, voxel_size=args.voxel)
             write_demo_dataset(root, spec, seed=args.seed)
         return sorted(root.rglob("*_T1w.nii.gz"))[0], None
     from brainlens.preprocess.phantom import make_phantom
@@ -220,7 +220,7 @@ def main() -> None:
     hdr = f"{'method':26} {'res':>4} {'wall_s':>7} " + " ".join(f"{s[:8]:>8}" for s in steps)
     hdr += f" {'RSS_MB':>7} {'r_grid':>7} {'r_1p5':>6} {'dice':>6} {'GMmod':>6} {'load':>14}"
     print(
-        f"\nnative voxel {args.voxel} mm, threads {args.threads}, seed {args.seed}, nproc {os.cpu_count()}"
+        f"\nsource {args.source}, native voxel {args.voxel} mm, threads {args.threads}, seed {args.seed}, nproc {os.cpu_count()}"
     )
     print(hdr)
     for r in rows:
