@@ -23,8 +23,9 @@ QC_METRICS = (
     "jac_min",
     "jac_max",
     "jac_frac_nonpos",
-    "seconds",
 )
+#: Columns copied into the QC table without an outlier flag (run time is no quality).
+QC_INFO = ("seconds",)
 OUTLIER_Z = 3.5
 
 
@@ -155,9 +156,9 @@ def qc_table(qc_jsons: list[Path], out_tsv: Path) -> pd.DataFrame:
         scan = d.get("scan") or Path(p).name.replace("_desc-qc.json", "")
         sub, ses = _entities(scan)
         row = {"scan": scan, "participant_id": sub, "session_id": ses}
-        row |= {m: d.get(m, np.nan) for m in QC_METRICS}
+        row |= {m: d.get(m, np.nan) for m in (*QC_METRICS, *QC_INFO)}
         rows.append(row)
-    df = pd.DataFrame(rows, columns=["scan", "participant_id", "session_id", *QC_METRICS])
+    df = pd.DataFrame(rows, columns=["scan", "participant_id", "session_id", *QC_METRICS, *QC_INFO])
     flags = []
     for m in QC_METRICS:
         z = core.robust_z(df[m].to_numpy(dtype=float))
