@@ -15,7 +15,7 @@ rule attribute:
         table="results/attribution/{model}/{method}/fold-{fold}.tsv",
     params:
         inputs=INPUTS,
-        options=lambda wc: config["attribution"]["methods"][wc.method],
+        options=lambda wc: canonical(config["attribution"]["methods"][wc.method]),
         max_scans=config["attribution"]["max_scans_per_fold"],
         seed=lambda wc: derive_seed(config["seed"], "attribution", wc.model, wc.method, wc.fold),
     threads: 2
@@ -44,9 +44,9 @@ rule sanity_checks:
         deletion="results/sanity/{model}/{method}_deletion.tsv",
     params:
         inputs=INPUTS,
-        options=lambda wc: config["attribution"]["methods"][wc.method],
+        options=lambda wc: canonical(config["attribution"]["methods"][wc.method]),
         seed=lambda wc: derive_seed(config["seed"], "sanity", wc.model, wc.method),
-        checks=config["attribution"]["sanity"],
+        checks=canonical(config["attribution"]["sanity"]),
         ground_truth=GROUND_TRUTH,
     threads: 2
     resources:

@@ -99,6 +99,19 @@ def checked_scans():
     return table.loc[table["status"] == "ok", "scan"].tolist()
 
 
+def canonical(value):
+    """A config value with dict keys sorted at every level.
+
+    Params are compared with their stored values to decide re-runs; without this a
+    config file whose keys were merely reordered would re-run every rule.
+    """
+    if isinstance(value, dict):
+        return {k: canonical(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [canonical(v) for v in value]
+    return value
+
+
 def raw_t1w(wildcards):
     return SCANS.loc[wildcards.scan, "path"]
 

@@ -8,7 +8,7 @@ if DEMO:
             ground_truth=f"{BIDS_DIR}/ground_truth.json",
             description=f"{BIDS_DIR}/dataset_description.json",
         params:
-            spec=config["demo"],
+            spec=canonical(config["demo"]),
             seed=DEMO_SEED,
             out_dir=lambda wildcards, output: os.path.dirname(output.participants),
         log:
@@ -22,7 +22,7 @@ if DEMO:
         output:
             t1w=f"{BIDS_DIR}/{{subdir}}/anat/{{scan}}_T1w.nii.gz",
         params:
-            spec=config["demo"],
+            spec=canonical(config["demo"]),
             seed=DEMO_SEED,
             # the dataset root: up from anat/ and the subject (and session) folders
             out_dir=lambda wildcards, output: str(

@@ -7,10 +7,7 @@ rule folds:
     output:
         folds="results/folds/folds.tsv",
     params:
-        options={
-            k: v
-            for k, v in config["folds"].items()
-        },
+        options=canonical(config["folds"]),
         seed=derive_seed(config["seed"], "folds"),
     log:
         "logs/folds.log",

@@ -49,7 +49,7 @@ rule report:
         figures=directory("results/report/figures"),
     params:
         title=config["report"]["title"],
-        config=config,
+        config=canonical(config),
         # keys of the expanded inputs above, in the same (itertools.product) order
         models=MODELS,
         model_fold=list(product(MODELS, FOLDS)),

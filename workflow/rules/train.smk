@@ -37,9 +37,9 @@ rule train_model:
         ),
     params:
         inputs=INPUTS,
-        train={
-            k: v for k, v in config["train"].items() if k not in ("model", "inputs", "gpus")
-        },
+        train=canonical(
+            {k: v for k, v in config["train"].items() if k not in ("model", "inputs", "gpus")}
+        ),
         lateralized=config["lateralized"],
         # a changed config replaces the run: an old checkpoint must not be resumed
         on_stale_checkpoint="restart",
