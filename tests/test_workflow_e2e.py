@@ -136,5 +136,13 @@ def test_changing_epochs_reruns_training_not_preprocessing(small_run: Path, tmp_
     jobs = planned_jobs(snakemake(small_run, "-n", "--cores", "1", configfile=changed).stdout)
     assert jobs.get("train_model") == cfg["folds"]["n_folds"]
     assert "report" in jobs
-    for rule in ("demo_scan", "demo_metadata", "check_inputs", "preprocess_t1w", "qc_table", "folds", "pack"):
+    for rule in (
+        "demo_scan",
+        "demo_metadata",
+        "check_inputs",
+        "preprocess_t1w",
+        "qc_table",
+        "folds",
+        "pack",
+    ):
         assert rule not in jobs, jobs

@@ -30,6 +30,8 @@ def export_src(src_dir: str | Path) -> str:
     src = Path(src_dir).resolve()
     if not (src / "brainlens" / "__init__.py").exists():
         raise FileNotFoundError(f"{src}: no brainlens package here; expected <checkout>/src")
-    parts = [str(src)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(src)]
+    parts = [str(src)] + [
+        p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(src)
+    ]
     os.environ["PYTHONPATH"] = os.pathsep.join(parts)
     return os.environ["PYTHONPATH"]

@@ -7,20 +7,24 @@ if DEMO:
             participants=f"{BIDS_DIR}/participants.tsv",
             ground_truth=f"{BIDS_DIR}/ground_truth.json",
             description=f"{BIDS_DIR}/dataset_description.json",
-        params:
-            spec=canonical(config["demo"]),
-            seed=DEMO_SEED,
-            out_dir=lambda wildcards, output: os.path.dirname(output.participants),
         log:
             "logs/demo/metadata.log",
         conda:
             "../../envs/preprocess.yaml"
+        params:
+            spec=canonical(config["demo"]),
+            seed=DEMO_SEED,
+            out_dir=lambda wildcards, output: os.path.dirname(output.participants),
         script:
             "../../scripts/demo_metadata.py"
 
     rule demo_scan:
         output:
             t1w=f"{BIDS_DIR}/{{subdir}}/anat/{{scan}}_T1w.nii.gz",
+        log:
+            "logs/demo/{subdir}/{scan}.log",
+        conda:
+            "../../envs/preprocess.yaml"
         params:
             spec=canonical(config["demo"]),
             seed=DEMO_SEED,
@@ -30,9 +34,5 @@ if DEMO:
             ),
             participant=lambda wildcards: SCANS.loc[wildcards.scan, "participant_id"],
             session=lambda wildcards: SCANS.loc[wildcards.scan, "session_id"],
-        log:
-            "logs/demo/{subdir}/{scan}.log",
-        conda:
-            "../../envs/preprocess.yaml"
         script:
             "../../scripts/demo_scan.py"

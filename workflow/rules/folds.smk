@@ -6,12 +6,12 @@ rule folds:
         inputs="results/preprocess/inputs.tsv",
     output:
         folds="results/folds/folds.tsv",
-    params:
-        options=canonical(config["folds"]),
-        seed=derive_seed(config["seed"], "folds"),
     log:
         "logs/folds.log",
     conda:
         "../../envs/train.yaml"
+    params:
+        options=canonical(config["folds"]),
+        seed=derive_seed(config["seed"], "folds"),
     script:
         "../../scripts/folds.py"

@@ -7,14 +7,14 @@ checkpoint check_inputs:
         scans=SCANS["path"].tolist(),
     output:
         table="results/preprocess/inputs.tsv",
-    params:
-        scans=SCANS[["scan", "participant_id", "session_id", "path"]].to_dict("records"),
-        label_column=config["label_column"],
-        on_invalid=config["preprocess"]["on_invalid_scan"],
     log:
         "logs/check_inputs.log",
     conda:
         "../../envs/preprocess.yaml"
+    params:
+        scans=SCANS[["scan", "participant_id", "session_id", "path"]].to_dict("records"),
+        label_column=config["label_column"],
+        on_invalid=config["preprocess"]["on_invalid_scan"],
     script:
         "../../scripts/check_inputs.py"
 
@@ -28,22 +28,22 @@ rule preprocess_t1w:
             key: f"results/preprocess/{{subdir}}/anat/{{scan}}_{suffix}"
             for key, suffix in PREPROC_SUFFIXES.items()
         },
+    log:
+        "logs/preprocess/{subdir}/{scan}.log",
+    group:
+        "preprocess"
+    conda:
+        "../../envs/preprocess.yaml"
+    threads: config["preprocess"]["threads"]
+    resources:
+        mem_mb=6000,
+        runtime=60,
     params:
         resolution=config["preprocess"]["resolution"],
         skullstrip=config["preprocess"]["skullstrip"],
         seed=derive_seed(config["seed"], "preprocess"),
         out_dir=lambda wc: f"results/preprocess/{wc.subdir}/anat",
         work_dir=lambda wc: f"work/preprocess/{wc.scan}",
-    threads: config["preprocess"]["threads"]
-    resources:
-        mem_mb=6000,
-        runtime=60,
-    group:
-        "preprocess"
-    log:
-        "logs/preprocess/{subdir}/{scan}.log",
-    conda:
-        "../../envs/preprocess.yaml"
     script:
         "../../scripts/preprocess_t1w.py"
 

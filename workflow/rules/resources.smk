@@ -4,12 +4,12 @@
 rule templates:
     output:
         directory(TEMPLATES),
-    params:
-        resolution=config["preprocess"]["resolution"],
     log:
         "logs/templates.log",
     conda:
         "../../envs/preprocess.yaml"
+    params:
+        resolution=config["preprocess"]["resolution"],
     script:
         "../../scripts/templates.py"
 
@@ -18,11 +18,11 @@ rule atlas:
     output:
         nii=f"resources/atlases/res-{RES}/{{atlas}}.nii.gz",
         tsv=f"resources/atlases/res-{RES}/{{atlas}}.tsv",
-    params:
-        resolution=config["preprocess"]["resolution"],
     log:
         "logs/atlas/{atlas}.log",
     conda:
         "../../envs/report.yaml"
+    params:
+        resolution=config["preprocess"]["resolution"],
     script:
         "../../scripts/atlas.py"

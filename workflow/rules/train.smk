@@ -9,12 +9,12 @@ rule pack:
         npy="results/pack/{input}.npy",
         index="results/pack/{input}.tsv",
         grid="results/pack/{input}.json",
-    params:
-        scan_ids=lambda wc: checked_scans(),
     log:
         "logs/pack/{input}.log",
     conda:
         "../../envs/train.yaml"
+    params:
+        scan_ids=lambda wc: checked_scans(),
     script:
         "../../scripts/pack.py"
 
@@ -35,6 +35,15 @@ rule train_model:
             subcategory="{model}",
             labels={"model": "{model}", "fold": "{fold}", "figure": "learning curve"},
         ),
+    log:
+        "logs/train/{model}/fold-{fold}.log",
+    conda:
+        "../../envs/train.yaml"
+    threads: 2
+    resources:
+        **GPU_RESOURCES,
+        mem_mb=8000,
+        runtime=240,
     params:
         inputs=INPUTS,
         train=canonical(
@@ -45,15 +54,6 @@ rule train_model:
         on_stale_checkpoint="restart",
         seed=lambda wc: derive_seed(config["seed"], "train", wc.model, wc.fold),
         out_dir=lambda wc: f"results/train/{wc.model}/fold-{wc.fold}",
-    threads: 2
-    resources:
-        mem_mb=8000,
-        runtime=240,
-        **GPU_RESOURCES,
-    log:
-        "logs/train/{model}/fold-{fold}.log",
-    conda:
-        "../../envs/train.yaml"
     script:
         "../../scripts/train_model.py"
 

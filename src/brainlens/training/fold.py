@@ -397,7 +397,9 @@ def train_fold(
         ).hexdigest()
 
         if on_stale_checkpoint not in ("error", "restart"):
-            raise ConfigError(f"on_stale_checkpoint: expected error or restart, got {on_stale_checkpoint!r}")
+            raise ConfigError(
+                f"on_stale_checkpoint: expected error or restart, got {on_stale_checkpoint!r}"
+            )
         state = LoopState()
         ckpt_path = out / "checkpoint.pt"
         if resume and ckpt_path.is_file() and on_stale_checkpoint == "restart":
