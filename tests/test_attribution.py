@@ -346,6 +346,41 @@ def test_layer_maps_of_a_2d_model(kind: str) -> None:
         assert np.allclose(maps["conv2"], two_d, atol=1e-6)
 
 
+def test_labelled_method_keys_configure_per_layer_maps() -> None:
+    """``gradcam@<label>`` with a ``layer`` option is that layer's map (layer_maps' entry)."""
+    torch.manual_seed(0)
+    model = SliceNet()
+    x = torch.rand(1, 1, 16, 18)
+    maps = attribute(model, x, method="layer_maps", target=1)
+    first = attribute(model, x, method="gradcam@first", target=1, layer="conv1")
+    assert first.max() > 0
+    np.testing.assert_allclose(first, maps["conv1"], rtol=1e-5, atol=0)
+    assert not np.allclose(first, maps["conv2"], rtol=1e-2, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("key", "base"),
+    [
+        ("gradcam", "gradcam"),
+        ("gradcam@conv1", "gradcam"),
+        ("occlusion@p8-fine_2", "occlusion"),
+        ("gradcam@", None),
+        ("gradcam@a.b", None),
+        ("Gradcam", None),
+        ("nope@x", None),
+        ("@x", None),
+    ],
+)
+def test_method_base(key: str, base: str | None) -> None:
+    from brainlens.attribution import method_base
+
+    if base is None:
+        with pytest.raises(ConfigError, match="@<label>"):
+            method_base(key)
+    else:
+        assert method_base(key) == base
+
+
 # ----------------------------------------------------------------------------- errors
 
 

@@ -47,6 +47,23 @@ BAD = [
         ["Hippocampus", "aal"],
     ),
     ("train.epochs", lambda c: c["train"].__setitem__("epochs", 0), ["epochs"]),
+    (
+        "attribution.methods key",
+        lambda c: c["attribution"]["methods"].__setitem__("gradcam@", {}),
+        ["gradcam@", "gradients"],
+    ),
+    (
+        "attribution.model_methods model",
+        lambda c: c["attribution"].__setitem__("model_methods", {"vgg3d": {"gradients": {}}}),
+        ["model_methods", "vgg3d", "rieke2018_3d"],
+    ),
+    (
+        "attribution.model_methods atlas",
+        lambda c: c["attribution"].__setitem__(
+            "model_methods", {"rieke2018_3d": {"region_occlusion@x": {"atlas": "nope"}}}
+        ),
+        ["region_occlusion@x", "nope", "aal"],
+    ),
     ("unknown key", lambda c: c.__setitem__("trian", {}), ["trian"]),
     (
         "lateralized flip",
@@ -75,8 +92,37 @@ def test_good_config_dry_run_plans_the_chain(tmp_path: Path) -> None:
     from conftest import planned_jobs
 
     jobs = planned_jobs(snakemake(tmp_path, "-n", "--cores", "1").stdout)
-    for rule in ("demo_scan", "demo_metadata", "check_inputs", "folds", "train_model", "attribute", "report"):
+    for rule in (
+        "demo_scan",
+        "demo_metadata",
+        "check_inputs",
+        "folds",
+        "train_model",
+        "attribute",
+        "report",
+    ):
         assert rule in jobs, jobs
+
+
+def test_per_model_method_sets_plan_their_own_jobs(tmp_path: Path) -> None:
+    """``attribution.model_methods`` replaces the method set of one model only."""
+    from conftest import planned_jobs
+
+    def edit(c: dict) -> None:
+        c["train"]["model"] = ["rieke2018_3d", "ng2018_3d"]
+        c["attribution"]["model_methods"] = {
+            "ng2018_3d": {"gradients": {}, "gradcam@conv1": {"layer": "features.0"}}
+        }
+
+    cfg = _write(tmp_path, edit)
+    small = yaml.safe_load(SMALL_CONFIG.read_text())
+    n_default, n_folds = len(small["attribution"]["methods"]), small["folds"]["n_folds"]
+    out = snakemake(tmp_path, "-n", "--cores", "1", configfile=cfg).stdout
+    jobs = planned_jobs(out)
+    assert jobs["attribute"] == (n_default + 2) * n_folds, jobs
+    assert jobs["sanity_checks"] == n_default + 2, jobs
+    assert "results/attribution/ng2018_3d/gradcam@conv1/fold-0.tsv" in out
+    assert "results/attribution/ng2018_3d/occlusion/" not in out
 
 
 def test_lint_is_clean() -> None:

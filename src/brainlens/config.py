@@ -19,6 +19,18 @@ def model_names(config: dict[str, Any]) -> list[str]:
     return [model] if isinstance(model, str) else list(model)
 
 
+def attribution_methods(config: dict[str, Any], model: str) -> dict[str, dict[str, Any]]:
+    """The attribution methods (key -> options) configured for one model.
+
+    ``attribution.model_methods[<model>]`` replaces ``attribution.methods`` for that model
+    (e.g. per-layer ``gradcam@<label>: {layer: ...}`` maps for a 2D slice model, no
+    ``region_occlusion`` for it); every other model uses ``attribution.methods``.
+    """
+    attribution = config["attribution"]
+    per_model = attribution.get("model_methods") or {}
+    return dict(per_model.get(model, attribution["methods"]))
+
+
 def fold_ids(config: dict[str, Any]) -> list[int]:
     """The fold (or repeat) indices the split mode produces."""
     folds = config["folds"]
@@ -34,9 +46,11 @@ def check_config(config: dict[str, Any]) -> None:
 
     Checks model names against :data:`brainlens.models.MODELS`, atlas names against
     :func:`brainlens.atlases.available_atlases`, the demo's ground-truth region against
-    its atlas, and left-right flips against ``lateralized``.
+    its atlas, per-model attribution method sets against ``train.model``, and
+    left-right flips against ``lateralized``.
     """
     from brainlens.atlases import available_atlases, load_atlas, region_label
+    from brainlens.attribution.methods import method_base
     from brainlens.models import MODELS
 
     for name in model_names(config):
@@ -48,12 +62,23 @@ def check_config(config: dict[str, Any]) -> None:
             raise ConfigError(
                 f"regions.atlases: unknown atlas {atlas!r}; allowed here: {sorted(atlases)}"
             )
-    ro = config["attribution"]["methods"].get("region_occlusion")
-    if ro is not None and ro.get("atlas", "aal") not in atlases:
+    models = model_names(config)
+    extra = sorted(set(config["attribution"].get("model_methods") or {}) - set(models))
+    if extra:
         raise ConfigError(
-            f"attribution.methods.region_occlusion.atlas: unknown atlas {ro.get('atlas')!r}; "
-            f"allowed here: {sorted(atlases)}"
+            f"attribution.model_methods: {extra} not in train.model {models}. Fix: list them "
+            "in train.model or remove their entries"
         )
+    for model in models:
+        for key, options in attribution_methods(config, model).items():
+            if (
+                method_base(key) == "region_occlusion"
+                and options.get("atlas", "aal") not in atlases
+            ):
+                raise ConfigError(
+                    f"attribution.methods.{key}.atlas (model {model}): unknown atlas "
+                    f"{options.get('atlas')!r}; allowed here: {sorted(atlases)}"
+                )
     if config.get("bids_dir") is None:
         demo = config["demo"]
         if demo["atlas"] not in atlases:

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from brainlens.attribution import attribute, mean_maps, save_map
+from brainlens.attribution import attribute, mean_maps, method_base, save_map
 from brainlens.attribution._common import count_forward_passes
 from brainlens.errors import ConfigError
 from brainlens.folds import read_folds, scan_id
@@ -65,7 +65,7 @@ def _method_options(
     method: str, options: Mapping[str, Any], atlas_labels: np.ndarray | None
 ) -> dict:
     opts = {k: v for k, v in options.items() if k != "atlas"}
-    if method == "region_occlusion":
+    if method_base(method) == "region_occlusion":
         if atlas_labels is None:
             raise ConfigError("attribution.methods.region_occlusion needs an atlas")
         opts["atlas_labels"] = atlas_labels
@@ -92,7 +92,7 @@ def _explainer(model: torch.nn.Module, meta: Mapping[str, Any], method: str):
         return lambda x, target, opts: attribute(model, x, method=method, target=target, **opts)
     from brainlens.transforms import to_volume
 
-    if method == "region_occlusion":
+    if method_base(method) == "region_occlusion":
         raise ConfigError(
             f"attribution.methods.region_occlusion: needs a 3D model, but {meta['model']} takes "
             f"2D input ({spec['name']}). Fix: drop region_occlusion for 2D models"
@@ -139,7 +139,8 @@ def attribute_fold(
     folds_tsv : Path
     fold : int
     method : str
-        A name from :data:`brainlens.attribution.METHODS`.
+        A name from :data:`brainlens.attribution.METHODS`, or ``name@label`` for a
+        second configured instance (written as is into the table's ``method`` column).
     options : mapping
         The method's options from the config (``atlas`` is resolved to ``atlas_nii``).
     atlas_nii : Path or None

@@ -8,25 +8,25 @@ rule attribute:
         indexes=expand("results/pack/{input}.tsv", input=INPUTS),
         folds="results/folds/folds.tsv",
         atlas=lambda wc: f"resources/atlases/res-{RES}/"
-        + config["attribution"]["methods"][wc.method].get("atlas", "aal")
+        + method_options(wc).get("atlas", "aal")
         + ".nii.gz",
     output:
         maps=directory("results/attribution/{model}/{method}/fold-{fold}"),
         table="results/attribution/{model}/{method}/fold-{fold}.tsv",
-    params:
-        inputs=INPUTS,
-        options=lambda wc: canonical(config["attribution"]["methods"][wc.method]),
-        max_scans=config["attribution"]["max_scans_per_fold"],
-        seed=lambda wc: derive_seed(config["seed"], "attribution", wc.model, wc.method, wc.fold),
-    threads: 2
-    resources:
-        mem_mb=8000,
-        runtime=240,
-        **GPU_RESOURCES,
     log:
         "logs/attribution/{model}/{method}/fold-{fold}.log",
     conda:
         "../../envs/attribution.yaml"
+    threads: 2
+    resources:
+        **GPU_RESOURCES,
+        mem_mb=8000,
+        runtime=240,
+    params:
+        inputs=INPUTS,
+        options=method_options,
+        max_scans=config["attribution"]["max_scans_per_fold"],
+        seed=lambda wc: derive_seed(config["seed"], "attribution", wc.model, wc.method, wc.fold),
     script:
         "../../scripts/attribute.py"
 
@@ -42,19 +42,19 @@ rule sanity_checks:
     output:
         table="results/sanity/{model}/{method}.tsv",
         deletion="results/sanity/{model}/{method}_deletion.tsv",
-    params:
-        inputs=INPUTS,
-        options=lambda wc: canonical(config["attribution"]["methods"][wc.method]),
-        seed=lambda wc: derive_seed(config["seed"], "sanity", wc.model, wc.method),
-        checks=canonical(config["attribution"]["sanity"]),
-        ground_truth=GROUND_TRUTH,
-    threads: 2
-    resources:
-        mem_mb=8000,
-        **GPU_RESOURCES,
     log:
         "logs/sanity/{model}/{method}.log",
     conda:
         "../../envs/attribution.yaml"
+    threads: 2
+    resources:
+        **GPU_RESOURCES,
+        mem_mb=8000,
+    params:
+        inputs=INPUTS,
+        options=method_options,
+        seed=lambda wc: derive_seed(config["seed"], "sanity", wc.model, wc.method),
+        checks=canonical(config["attribution"]["sanity"]),
+        ground_truth=GROUND_TRUTH,
     script:
         "../../scripts/sanity_checks.py"

@@ -7,11 +7,10 @@ import pandas as pd
 from snakemake.utils import validate
 
 from brainlens.bids import scan_key, scan_subdir, scan_table
-from brainlens.config import check_config, fold_ids, model_names
+from brainlens.config import attribution_methods, check_config, fold_ids, model_names
 from brainlens.grid import SPACE, res_label
 from brainlens.seeding import derive_seed
 from brainlens.synthetic import DemoSpec, plan_dataset, scan_relpath
-
 
 validate(config, "../schemas/config.schema.yaml")
 check_config(config)
@@ -22,7 +21,8 @@ RES = res_label(config["preprocess"]["resolution"])
 TEMPLATES = f"resources/templates/res-{RES}"
 MODELS = model_names(config)
 FOLDS = fold_ids(config)
-METHODS = list(config["attribution"]["methods"])
+#: (model, method key) pairs: ``attribution.model_methods`` can give a model its own set.
+MODEL_METHODS = [(m, k) for m in MODELS for k in attribution_methods(config, m)]
 ATLASES = list(config["regions"]["atlases"])
 INPUTS = list(config["train"]["inputs"])
 DEMO_SEED = derive_seed(config["seed"], "demo")
@@ -44,9 +44,7 @@ def _scans():
                 "scan": stems,
                 "participant_id": plan.participant_id,
                 "session_id": plan.session_id,
-                "subdir": [
-                    scan_subdir(p, s) for p, s in zip(plan.participant_id, plan.session_id)
-                ],
+                "subdir": [scan_subdir(p, s) for p, s in zip(plan.participant_id, plan.session_id)],
                 "path": [
                     f"{BIDS_DIR}/{scan_relpath(p, s)}"
                     for p, s in zip(plan.participant_id, plan.session_id)
@@ -65,7 +63,7 @@ wildcard_constraints:
     scan=r"sub-[A-Za-z0-9]+(_[a-z]+-[A-Za-z0-9]+)*",
     subdir=r"sub-[A-Za-z0-9]+(/ses-[A-Za-z0-9]+)?",
     model=r"[A-Za-z0-9_]+",
-    method=r"[a-z0-9_]+",
+    method=r"[a-z0-9_]+(@[A-Za-z0-9_-]+)?",
     atlas=r"[a-z0-9_]+",
     fold=r"\d+",
     input=r"[a-z_]+",
@@ -110,6 +108,16 @@ def canonical(value):
     if isinstance(value, list):
         return [canonical(v) for v in value]
     return value
+
+
+def methods_of(model):
+    """The method keys configured for one model."""
+    return [k for m, k in MODEL_METHODS if m == model]
+
+
+def method_options(wildcards):
+    """Options of ``wildcards.method`` for ``wildcards.model`` (key-sorted, see canonical)."""
+    return canonical(attribution_methods(config, wildcards.model)[wildcards.method])
 
 
 def raw_t1w(wildcards):

@@ -19,14 +19,19 @@ rule regions:
 
 rule method_agreement:
     input:
-        tables=expand("results/regions/{{model}}/{method}/{{atlas}}.tsv", method=METHODS),
+        tables=lambda wc: expand(
+            "results/regions/{model}/{method}/{atlas}.tsv",
+            model=wc.model,
+            method=methods_of(wc.model),
+            atlas=wc.atlas,
+        ),
     output:
         table="results/regions/{model}/agreement_{atlas}.tsv",
-    params:
-        methods=METHODS,
     log:
         "logs/regions/{model}/agreement_{atlas}.log",
     conda:
         "../../envs/report.yaml"
+    params:
+        methods=lambda wc: methods_of(wc.model),
     script:
         "../../scripts/method_agreement.py"

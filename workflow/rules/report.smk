@@ -7,59 +7,42 @@ rule report:
         qc="results/preprocess/qc.tsv",
         folds="results/folds/folds.tsv",
         summaries=expand("results/train/{model}/metrics_summary.tsv", model=MODELS),
-        metrics=expand(
-            "results/train/{model}/fold-{fold}/metrics.json", model=MODELS, fold=FOLDS
-        ),
+        metrics=expand("results/train/{model}/fold-{fold}/metrics.json", model=MODELS, fold=FOLDS),
         predictions=expand(
             "results/train/{model}/fold-{fold}/predictions.tsv", model=MODELS, fold=FOLDS
         ),
-        histories=expand(
-            "results/train/{model}/fold-{fold}/history.tsv", model=MODELS, fold=FOLDS
-        ),
-        attributions=expand(
-            "results/attribution/{model}/{method}/fold-{fold}.tsv",
-            model=MODELS,
-            method=METHODS,
-            fold=FOLDS,
-        ),
-        regions=expand(
-            "results/regions/{model}/{method}/{atlas}.tsv",
-            model=MODELS,
-            method=METHODS,
-            atlas=ATLASES,
-        ),
-        region_folds=expand(
-            "results/regions/{model}/{method}/{atlas}_folds.tsv",
-            model=MODELS,
-            method=METHODS,
-            atlas=ATLASES,
-        ),
+        histories=expand("results/train/{model}/fold-{fold}/history.tsv", model=MODELS, fold=FOLDS),
+        attributions=[
+            f"results/attribution/{m}/{k}/fold-{f}.tsv" for m, k in MODEL_METHODS for f in FOLDS
+        ],
+        regions=[f"results/regions/{m}/{k}/{a}.tsv" for m, k in MODEL_METHODS for a in ATLASES],
+        region_folds=[
+            f"results/regions/{m}/{k}/{a}_folds.tsv" for m, k in MODEL_METHODS for a in ATLASES
+        ],
         agreement=expand(
             "results/regions/{model}/agreement_{atlas}.tsv", model=MODELS, atlas=ATLASES
         ),
-        sanity=expand("results/sanity/{model}/{method}.tsv", model=MODELS, method=METHODS),
-        deletion=expand(
-            "results/sanity/{model}/{method}_deletion.tsv", model=MODELS, method=METHODS
-        ),
+        sanity=[f"results/sanity/{m}/{k}.tsv" for m, k in MODEL_METHODS],
+        deletion=[f"results/sanity/{m}/{k}_deletion.tsv" for m, k in MODEL_METHODS],
         ground_truth=ground_truth_file(),
         template=TEMPLATES,
         code=REPORT_CODE,
     output:
         html=report("results/report/index.html", category="Report"),
         figures=directory("results/report/figures"),
+    log:
+        "logs/report.log",
+    conda:
+        "../../envs/report.yaml"
     params:
         title=config["report"]["title"],
         config=canonical(config),
         # keys of the expanded inputs above, in the same (itertools.product) order
         models=MODELS,
         model_fold=list(product(MODELS, FOLDS)),
-        model_method_fold=list(product(MODELS, METHODS, FOLDS)),
-        model_method_atlas=list(product(MODELS, METHODS, ATLASES)),
+        model_method_fold=[(m, k, f) for m, k in MODEL_METHODS for f in FOLDS],
+        model_method_atlas=[(m, k, a) for m, k in MODEL_METHODS for a in ATLASES],
         model_atlas=list(product(MODELS, ATLASES)),
-        model_method=list(product(MODELS, METHODS)),
-    log:
-        "logs/report.log",
-    conda:
-        "../../envs/report.yaml"
+        model_method=MODEL_METHODS,
     script:
         "../../scripts/report.py"

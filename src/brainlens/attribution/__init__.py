@@ -34,7 +34,7 @@ methods work on layer channels. Gradient-based methods explain the target
 
 from brainlens.attribution._common import AttributionError, count_forward_passes
 from brainlens.attribution.maps import mean_maps, save_map
-from brainlens.attribution.methods import METHODS, MethodSpec, attribute
+from brainlens.attribution.methods import METHODS, MethodSpec, attribute, method_base
 from brainlens.attribution.scans import attribute_scans, relevance_path
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "attribute_scans",
     "count_forward_passes",
     "mean_maps",
+    "method_base",
     "relevance_path",
     "save_map",
 ]

@@ -9,6 +9,7 @@ target class everywhere; each :class:`MethodSpec` states its sign convention.
 from __future__ import annotations
 
 import inspect
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -443,12 +444,29 @@ METHODS: dict[str, MethodSpec] = {
 }
 
 
+#: ``<method>@<label>`` names a second configured instance of a method (e.g.
+#: ``gradcam@block2: {layer: features.block2}`` for a per-layer map, or
+#: ``occlusion@p8: {patch: 8}`` beside ``occlusion``); the label is free text.
+_METHOD_KEY = re.compile(r"^([a-z0-9_]+)(@[A-Za-z0-9_-]+)?$")
+
+
+def method_base(key: str) -> str:
+    """The registered method of a configured method key (``"gradcam@b2"`` -> ``"gradcam"``).
+
+    Raises :class:`~brainlens.errors.ConfigError` for malformed keys or unknown methods.
+    """
+    match = _METHOD_KEY.match(key) if isinstance(key, str) else None
+    if match is None or match.group(1) not in METHODS:
+        raise ConfigError(
+            f"attribution method: expected one of {sorted(METHODS)}, optionally followed by "
+            f"'@<label>' (letters, digits, '_', '-'), got {key!r}"
+        )
+    return match.group(1)
+
+
 def get_method(method: str) -> MethodSpec:
-    """Look up a method by name, with a clear error for unknown names."""
-    spec = METHODS.get(method) if isinstance(method, str) else None
-    if spec is None:
-        raise ConfigError(f"attribution method: expected one of {sorted(METHODS)}, got {method!r}")
-    return spec
+    """Look up a method by name (or ``name@label`` key), with a clear error for unknown names."""
+    return METHODS[method_base(method)]
 
 
 def check_options(method: str, options: dict) -> None:

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from brainlens.attribution._common import AttributionError, count_forward_passes
 from brainlens.attribution.maps import save_map
-from brainlens.attribution.methods import attribute, check_options, get_method
+from brainlens.attribution.methods import attribute, check_options, get_method, method_base
 from brainlens.errors import ConfigError
 
 #: Columns of the table :func:`attribute_scans` returns.
@@ -97,7 +97,7 @@ def attribute_scans(
                 "by attribute_scans. Fix: call attribute(..., method='layer_maps') directly"
             )
         options = dict(opts or {})
-        if name == "region_occlusion" and "atlas_labels" not in options:
+        if method_base(name) == "region_occlusion" and "atlas_labels" not in options:
             if atlas_labels is None:
                 raise ConfigError(
                     "region_occlusion needs an atlas. Fix: pass atlas_labels=<(X, Y, Z) int array>"

@@ -81,7 +81,7 @@ def maps_section(
                 continue
             h = Section(slug("maps", model, method), method, level=4)
             body = [
-                f"<p><i>{esc(METHOD_NOTES.get(method, ''))}</i>{_flag(checks.get((model, method)))}</p>"
+                f"<p><i>{esc(METHOD_NOTES.get(method.split('@')[0], ''))}</i>{_flag(checks.get((model, method)))}</p>"
             ]
             cm = brainmaps.class_maps_over_folds(tables)
             for n in cm.notes:
