@@ -95,6 +95,7 @@ def test_run_t1w_preproc_on_synthetic_head(tmp_path, tpl_dir):
     niftis = [v for v in names.values() if v.endswith(".nii.gz")]
     expected = set(names.values()) | {v.replace(".nii.gz", ".json") for v in niftis}
     assert {p.name for p in out.iterdir()} == expected
+    assert not (tmp_path / "work").exists()  # scratch removed after a success
 
     shape, affine = mni_grid(2.0)
     for key in ("t1w", "probseg_GM", "probseg_WM", "probseg_CSF", "modulated_GM"):

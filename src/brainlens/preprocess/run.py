@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -128,6 +129,7 @@ def run_t1w_preproc(
     threads: int,
     work_dir: Path,
     registration: dict | None = None,
+    keep_work: bool = False,
 ) -> dict:
     """Preprocess one T1w scan into MNI space and write its derivatives atomically.
 
@@ -154,6 +156,9 @@ def run_t1w_preproc(
     registration : dict, optional
         Overrides of :data:`brainlens.preprocess.workflow.REGISTRATION` (e.g. cheaper
         SyN iterations for a quick run); recorded in the sidecars.
+    keep_work : bool
+        Keep nipype's working directory after a success (about 150 MB per scan). It is
+        always kept after a failure, for its crash files.
 
     Returns
     -------
@@ -308,5 +313,10 @@ def run_t1w_preproc(
         os.replace(f, out_dir / f.name)
     pub.rmdir()
     shutil.rmtree(stage, ignore_errors=True)
+    if not keep_work:
+        shutil.rmtree(work_dir / "nipype", ignore_errors=True)
+        shutil.rmtree(work_dir / "crash", ignore_errors=True)
+        with contextlib.suppress(OSError):
+            work_dir.rmdir()  # only when nothing else was put there
     metrics["files"] = {k: out_dir / v for k, v in names.items()}
     return metrics
