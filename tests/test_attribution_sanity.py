@@ -263,7 +263,7 @@ def _map(kind: str) -> np.ndarray:
         ("near_region", 1, True, 400 / 405),
         ("far_peak", 2, False, 400 / 900),
         ("other_region", 2, False, 200 / 500),
-        ("constant", 1, False, 400 / 1000),
+        ("constant", 4, False, 400 / 1000),
         ("negative", 4, False, float("nan")),
     ],
 )

@@ -14,7 +14,7 @@ absolute values over the atlas's labelled voxels. Then, per region:
 
 Per fold, the statistics of the fold's scans are averaged (all scans, and per true
 class). Across folds the table gives ``mean`` and ``sd`` of the fold values, the
-``rank`` of the across-fold mean (1 = most relevant), and the rank's stability:
+``rank`` of the across-fold mean (1 = most relevant; ties share the worst rank), and the rank's stability:
 ``rank_mean``, ``rank_sd`` and ``top10_share`` (share of folds in which the region is
 among the 10 most relevant).
 """
@@ -69,7 +69,9 @@ def region_stats(relevance: np.ndarray, labels: np.ndarray, label_ids: np.ndarra
 
 
 def _ranks(values: pd.Series) -> pd.Series:
-    return values.rank(ascending=False, method="min").astype(int)
+    # ties share the worst rank: regions of a constant (e.g. all-zero) map all rank last,
+    # so a fold whose map carries no information cannot lift a region to the top
+    return values.rank(ascending=False, method="max").astype(int)
 
 
 def fold_region_table(

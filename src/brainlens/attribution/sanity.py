@@ -377,7 +377,8 @@ def ground_truth_scores(
     Returns
     -------
     dict
-        ``rank`` (1 = highest mean relevance; ties share the best rank),
+        ``rank`` (1 = highest mean relevance; ties share the worst rank, so a constant
+        map ranks the region last),
         ``n_regions``, ``region_mean``, ``mass_share`` (share of the positive
         relevance inside the mask that lies in the region; NaN if there is none),
         ``pointing_hit`` (every voxel reaching the maximum relevance lies within
@@ -407,7 +408,8 @@ def ground_truth_scores(
     ids, inverse = np.unique(lab[mask], return_inverse=True)
     means = np.bincount(inverse, weights=rel[mask]) / np.bincount(inverse)
     r_mean = float(means[ids == region_label][0])
-    rank = int(np.sum(means > r_mean)) + 1
+    # ties share the worst rank: a constant (e.g. all-zero) map must not "find" the region
+    rank = int(np.sum(means >= r_mean))
     positive = np.clip(rel[mask], 0, None)
     total = float(positive.sum())
     share = float(np.clip(rel[region], 0, None).sum() / total) if total > 0 else float("nan")
