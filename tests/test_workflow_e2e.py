@@ -65,7 +65,16 @@ def test_training_outputs_and_summary(small_run: Path) -> None:
         ):
             assert (fold_dir / name).exists(), name
         history = pd.read_csv(fold_dir / "history.tsv", sep="\t")
-        assert 1 <= len(history) <= cfg["train"]["epochs"]
+        metrics = json.loads((fold_dir / "metrics.json").read_text())
+        assert history["epoch"].tolist() == list(range(1, len(history) + 1))
+        assert len(history) == metrics["epochs_run"]
+        if not metrics["stopped_early"]:
+            assert len(history) == cfg["train"]["epochs"]
+        # the selected epoch is the best monitored validation value (val only, never test)
+        monitor = cfg["train"]["early_stopping"]["monitor"]
+        values = history[monitor]
+        best = values.idxmin() if monitor.endswith("loss") else values.idxmax()
+        assert metrics["best_epoch"] == history.loc[best, "epoch"]
     summary = pd.read_csv(
         small_run / f"results/train/{model}/metrics_summary.tsv", sep="\t", index_col="fold"
     )
