@@ -14,4 +14,5 @@ check_dataset(
     label_column=snakemake.params.label_column,
     on_invalid=snakemake.params.on_invalid,
     out_tsv=snakemake.output.table,
+    excluded=snakemake.params.excluded,
 )

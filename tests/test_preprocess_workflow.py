@@ -60,10 +60,12 @@ def test_failures_leave_out_dir_empty_and_name_the_scan(tmp_path, tpl_dir):
     ph = make_phantom(tmp_path / "in", seed=5, voxel_size=3.0)
     out = tmp_path / "out"
     kw = dict(scan="sub-01", out_dir=out, resolution=2.0, seed=1, threads=1)
-    with pytest.raises(PreprocessingError, match=str(ph.t1w)):
+    with pytest.raises(PreprocessingError, match=str(ph.t1w)) as err:
         run_t1w_preproc(
             ph.t1w, templates_dir=tpl_dir, skullstrip="bet2", work_dir=tmp_path / "w1", **kw
         )
+    # the message names the way to finish the study without this scan
+    assert "exclude_scans: {sub-01: <reason>}" in str(err.value)
     with pytest.raises(InputFileError, match="build_templates"):
         run_t1w_preproc(
             ph.t1w,

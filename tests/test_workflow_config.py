@@ -66,6 +66,11 @@ BAD = [
     ),
     ("unknown key", lambda c: c.__setitem__("trian", {}), ["trian"]),
     (
+        "exclude_scans id",
+        lambda c: c.__setitem__("exclude_scans", {"sub-01/../x": "bad"}),
+        ["exclude_scans", "sub-01/../x"],
+    ),
+    (
         "lateralized flip",
         lambda c: (
             c.__setitem__("lateralized", True),

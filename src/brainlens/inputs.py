@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -41,6 +42,7 @@ def check_dataset(
     label_column: str,
     on_invalid: str,
     out_tsv: Path,
+    excluded: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """Check every scan and write the input table.
 
@@ -55,6 +57,10 @@ def check_dataset(
     on_invalid : {"fail", "exclude"}
     out_tsv : Path
         Output table (columns :data:`COLUMNS` plus the participants' other columns).
+    excluded : mapping of str to str, optional
+        Scans to leave out on purpose, scan id (``sub-01_ses-02``) -> reason, e.g. a scan
+        whose preprocessing failed. They are not checked, get status ``excluded`` and are
+        listed in the report like invalid scans.
 
     Returns
     -------
@@ -64,13 +70,22 @@ def check_dataset(
     Raises
     ------
     DatasetError
-        With ``on_invalid="fail"`` and at least one invalid scan (nothing is written).
+        With ``on_invalid="fail"`` and at least one invalid scan, or an ``excluded`` id
+        that is not a scan of the dataset (nothing is written).
     """
     from brainlens.preprocess import check_t1w
 
     if on_invalid not in ("fail", "exclude"):
         raise DatasetError(
             f"preprocess.on_invalid_scan: expected fail or exclude, got {on_invalid!r}"
+        )
+    excluded = dict(excluded or {})
+    unknown = sorted(set(excluded) - set(scans["scan"]))
+    if unknown:
+        raise DatasetError(
+            f"exclude_scans names {len(unknown)} scan(s) not in the dataset: "
+            f"{', '.join(unknown)}; expected scan ids such as {scans['scan'].iloc[0]!r} "
+            "(sub-<label>[_ses-<label>]). Fix the ids or remove them from exclude_scans."
         )
     participants = read_participants(Path(participants_tsv), label_column=label_column)
     labels = participants.set_index("participant_id")
@@ -79,6 +94,15 @@ def check_dataset(
         row = {k: rec[k] for k in ("scan", "participant_id", "session_id", "path")}
         pid = rec["participant_id"]
         row["label"] = labels.loc[pid, label_column] if pid in labels.index else ""
+        if rec["scan"] in excluded:
+            reason = excluded[rec["scan"]]
+            row.update(
+                status="excluded",
+                problem=f"{rec['path']}: excluded in the config (exclude_scans): {reason}",
+                image_hash="",
+            )
+            rows.append(row)
+            continue
         try:
             if pid not in labels.index:
                 raise InputFileError(
@@ -92,7 +116,7 @@ def check_dataset(
     table = pd.DataFrame(rows, columns=COLUMNS)
     extra = participants.drop(columns=[label_column]).rename(columns=lambda c: c)
     table = table.merge(extra, on="participant_id", how="left")
-    bad = table[table["status"] != "ok"]
+    bad = table[table["status"] == "invalid"]
     if len(bad) and on_invalid == "fail":
         raise DatasetError(
             f"{len(bad)} of {len(table)} scans failed the input checks:\n  "
@@ -100,7 +124,7 @@ def check_dataset(
             + "\nFix each file, or set preprocess.on_invalid_scan: exclude to leave them out "
             "(they are then listed in the report)."
         )
-    for problem in bad["problem"]:
+    for problem in table.loc[table["status"] != "ok", "problem"]:
         log.warning("excluded: %s", problem)
     if (table["status"] == "ok").sum() == 0:
         raise DatasetError("no scan passed the input checks; see the problems above")

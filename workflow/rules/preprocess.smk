@@ -15,6 +15,7 @@ checkpoint check_inputs:
         scans=SCANS[["scan", "participant_id", "session_id", "path"]].to_dict("records"),
         label_column=config["label_column"],
         on_invalid=config["preprocess"]["on_invalid_scan"],
+        excluded=canonical(config["exclude_scans"]),
     script:
         "../../scripts/check_inputs.py"
 

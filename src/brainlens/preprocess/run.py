@@ -117,6 +117,12 @@ def _outputs(wf, execgraph) -> dict:  # noqa: ANN001 - nipype workflow, networkx
     return values
 
 
+_EXCLUDE_HINT = (
+    "To finish the study without this scan, list it in the workflow config as "
+    "exclude_scans: {{{scan}: <reason>}} (the report then lists it as excluded)."
+)
+
+
 def run_t1w_preproc(
     t1w: Path,
     *,
@@ -295,12 +301,14 @@ def run_t1w_preproc(
                 _sidecar(f, side)
     except BrainlensError as exc:
         shutil.rmtree(stage, ignore_errors=True)
-        raise PreprocessingError(f"{t1w}: preprocessing of {scan} failed: {exc}") from exc
+        raise PreprocessingError(
+            f"{t1w}: preprocessing of {scan} failed: {exc}. {_EXCLUDE_HINT.format(scan=scan)}"
+        ) from exc
     except Exception as exc:
         shutil.rmtree(stage, ignore_errors=True)
         raise PreprocessingError(
             f"{t1w}: preprocessing of {scan} failed ({type(exc).__name__}: {exc}); "
-            f"see nipype crash files in {work_dir / 'crash'}"
+            f"see nipype crash files in {work_dir / 'crash'}. " + _EXCLUDE_HINT.format(scan=scan)
         ) from exc
 
     # --- publish: every file staged; move them in (same filesystem -> atomic renames) --
