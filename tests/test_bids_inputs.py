@@ -154,20 +154,25 @@ def test_check_dataset_invalid_scan(tmp_path: Path, policy: str) -> None:
         assert table.loc[table["scan"] == "sub-01", "image_hash"].iloc[0]
 
 
+def _check(root: Path, out: Path, on_invalid: str = "fail", **kw):  # noqa: ANN003
+    """check_dataset on every scan of a test dataset (label column ``diagnosis``)."""
+    return check_dataset(
+        find_scans(root),
+        participants_tsv=root / "participants.tsv",
+        label_column="diagnosis",
+        on_invalid=on_invalid,
+        out_tsv=out,
+        **kw,
+    )
+
+
 def test_excluded_scans_skip_checks_and_are_listed(tmp_path: Path) -> None:
     """A scan excluded in the config (e.g. its preprocessing failed) is left out, even
     when its file is broken and on_invalid is "fail", and the table names the reason."""
     root = _dataset(tmp_path / "bids")
     bad = root / "sub-02" / "anat" / "sub-02_T1w.nii.gz"
     bad.write_bytes(gzip.compress(b"not a nifti at all"))
-    table = check_dataset(
-        find_scans(root),
-        participants_tsv=root / "participants.tsv",
-        label_column="diagnosis",
-        on_invalid="fail",
-        out_tsv=tmp_path / "inputs.tsv",
-        excluded={"sub-02": "registration failed"},
-    )
+    table = _check(root, tmp_path / "inputs.tsv", excluded={"sub-02": "registration failed"})
     status = dict(zip(table["scan"], table["status"], strict=True))
     assert status == {"sub-01": "ok", "sub-02": "excluded", "sub-03": "ok"}
     problem = table.loc[table["scan"] == "sub-02", "problem"].iloc[0]
@@ -178,14 +183,7 @@ def test_excluding_an_unknown_scan_is_an_error(tmp_path: Path) -> None:
     root = _dataset(tmp_path / "bids")
     out = tmp_path / "inputs.tsv"
     with pytest.raises(DatasetError, match=r"not in the dataset: sub-99") as err:
-        check_dataset(
-            find_scans(root),
-            participants_tsv=root / "participants.tsv",
-            label_column="diagnosis",
-            on_invalid="fail",
-            out_tsv=out,
-            excluded={"sub-99": "typo"},
-        )
+        _check(root, out, excluded={"sub-99": "typo"})
     assert "'sub-01'" in str(err.value)
     assert not out.exists()
 
@@ -194,13 +192,7 @@ def test_identical_images_get_identical_hashes(tmp_path: Path) -> None:
     root = _dataset(tmp_path / "bids")
     data = np.asanyarray(nib.load(str(root / "sub-01/anat/sub-01_T1w.nii.gz")).dataobj)
     _t1w(root / "sub-03/anat/sub-03_T1w.nii.gz", data=np.array(data))
-    table = check_dataset(
-        find_scans(root),
-        participants_tsv=root / "participants.tsv",
-        label_column="diagnosis",
-        on_invalid="fail",
-        out_tsv=tmp_path / "inputs.tsv",
-    )
+    table = _check(root, tmp_path / "inputs.tsv")
     hashes = dict(zip(table["scan"], table["image_hash"], strict=True))
     assert hashes["sub-01"] == hashes["sub-03"] != hashes["sub-02"]
 
