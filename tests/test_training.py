@@ -291,6 +291,24 @@ def test_early_stopping_patience(data, tmp_path):
     assert m["stopped_early"] and m["epochs_run"] == 2 and m["best_epoch"] == 1
 
 
+def test_early_stopping_start_epoch(data, tmp_path):
+    # min_delta so large that nothing after the first eligible epoch improves:
+    # epoch 3 is selected, patience counts from there, epochs 1-2 are never chosen
+    m = run(
+        data,
+        tmp_path / "es3",
+        epochs=8,
+        early_stopping={"monitor": "val_loss", "patience": 2, "min_delta": 1e9, "start_epoch": 3},
+    )
+    assert m["best_epoch"] == 3 and m["stopped_early"] and m["epochs_run"] == 5
+
+
+def test_early_stopping_start_epoch_after_last_epoch(data, tmp_path):
+    with pytest.raises(ConfigError, match="start_epoch=5 is after the last epoch"):
+        run(data, tmp_path / "late", epochs=4, early_stopping={"start_epoch": 5})
+    assert not (tmp_path / "late" / "checkpoint.pt").exists()
+
+
 @pytest.mark.parametrize("class_weights", [True, "sampler"])
 def test_class_weight_modes_run(data, tmp_path, class_weights):
     m = run(data, tmp_path / "cw", epochs=1, class_weights=class_weights)
@@ -352,6 +370,8 @@ def test_augmenter_flips_and_shifts():
         ({"min_delta": -1}, "min_delta"),
         ({"mode": "up"}, "mode"),
         ({"wait": 3}, "unknown key"),
+        ({"start_epoch": 0}, "start_epoch"),
+        ({"start_epoch": 2.5}, "start_epoch"),
     ],
 )
 def test_early_stopping_config_errors(cfg, error):

@@ -71,8 +71,10 @@ def test_training_outputs_and_summary(small_run: Path) -> None:
         if not metrics["stopped_early"]:
             assert len(history) == cfg["train"]["epochs"]
         # the selected epoch is the best monitored validation value (val only, never test)
+        # among the epochs from early_stopping.start_epoch on
         monitor = cfg["train"]["early_stopping"]["monitor"]
-        values = history[monitor]
+        start = cfg["train"]["early_stopping"].get("start_epoch", 1)
+        values = history.loc[history["epoch"] >= start, monitor]
         best = values.idxmin() if monitor.endswith("loss") else values.idxmax()
         assert metrics["best_epoch"] == history.loc[best, "epoch"]
     summary = pd.read_csv(

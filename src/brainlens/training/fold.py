@@ -281,6 +281,11 @@ def train_fold(
     _check_args(epochs, batch_size, lr, optimizer, weight_decay, class_weights)
     augmenter = make_augmenter(augmentation, lateralized=lateralized)
     stopper = make_early_stopping(early_stopping)
+    if stopper.start_epoch > epochs:
+        raise ConfigError(
+            f"early_stopping.start_epoch={stopper.start_epoch} is after the last epoch "
+            f"(epochs={epochs}): no epoch could be selected; lower start_epoch or raise epochs"
+        )
     model_options = dict(model_options or {})
     custom_factory = model_factory is not None
     factory = model_factory or _default_model_factory()

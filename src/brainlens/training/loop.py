@@ -25,7 +25,7 @@ from brainlens.training.augment import Augmenter
 
 #: Validation columns of the history that early stopping may monitor.
 MONITORS = ("val_loss", "val_accuracy", "val_balanced_accuracy", "val_roc_auc")
-ES_KEYS = ("monitor", "mode", "patience", "min_delta")
+ES_KEYS = ("monitor", "mode", "patience", "min_delta", "start_epoch")
 
 
 class TrainingInterrupted(RuntimeError):
@@ -47,12 +47,18 @@ class EarlyStopping:
         (the best epoch is still selected).
     min_delta : float
         The smallest change that counts as an improvement.
+    start_epoch : int
+        The first epoch (1-based) that may be selected and that counts towards
+        ``patience`` (Keras' ``start_from_epoch``): on small datasets the untrained
+        network's validation loss (about ln 2) is often the lowest of the first
+        epochs, and selecting it would mean selecting no learning at all.
     """
 
     monitor: str = "val_loss"
     mode: str = "min"
     patience: int | None = None
     min_delta: float = 0.0
+    start_epoch: int = 1
     best: float | None = None
     best_epoch: int | None = None
     bad_epochs: int = 0
@@ -61,6 +67,8 @@ class EarlyStopping:
     def update(self, epoch: int, value: float) -> bool:
         """Record one epoch's value; return True if it is the new best."""
         improved = False
+        if epoch < self.start_epoch:
+            return False
         if not math.isnan(value):
             if self.best is None:
                 improved = True
@@ -87,9 +95,10 @@ def make_early_stopping(cfg: Mapping[str, Any] | None) -> EarlyStopping:
     Parameters
     ----------
     cfg : mapping or None
-        ``{"monitor": "val_loss", "mode": "auto", "patience": 10, "min_delta": 0.0}``;
-        all optional. ``mode`` "auto" is "min" for the loss, "max" otherwise.
-        ``patience`` None (default) never stops early.
+        ``{"monitor": "val_loss", "mode": "auto", "patience": 10, "min_delta": 0.0,
+        "start_epoch": 1}``; all optional. ``mode`` "auto" is "min" for the loss, "max"
+        otherwise. ``patience`` None (default) never stops early. Epochs before
+        ``start_epoch`` are neither selected nor counted towards ``patience``.
 
     Returns
     -------
@@ -120,7 +129,14 @@ def make_early_stopping(cfg: Mapping[str, Any] | None) -> EarlyStopping:
     min_delta = float(cfg.get("min_delta", 0.0))
     if min_delta < 0:
         raise ConfigError(f"early_stopping.min_delta: expected >= 0, got {min_delta}")
-    return EarlyStopping(monitor, mode, None if patience is None else int(patience), min_delta)
+    start_epoch = cfg.get("start_epoch", 1)
+    if isinstance(start_epoch, bool) or int(start_epoch) != start_epoch or start_epoch < 1:
+        raise ConfigError(
+            f"early_stopping.start_epoch: expected an integer >= 1, got {start_epoch!r}"
+        )
+    return EarlyStopping(
+        monitor, mode, None if patience is None else int(patience), min_delta, int(start_epoch)
+    )
 
 
 @dataclass
