@@ -16,6 +16,8 @@ sanity_checks(
     method=snakemake.wildcards.method,
     options=snakemake.params.options,
     atlas_nii=snakemake.input.atlas,
+    templates_dir=snakemake.input.templates,
+    resolution=snakemake.params.resolution,
     ground_truth=gt if Path(gt).exists() else None,
     out_table=snakemake.output.table,
     out_deletion=snakemake.output.deletion,

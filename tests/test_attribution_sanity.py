@@ -104,6 +104,62 @@ def test_randomization_separates_model_dependent_maps_from_input_echoes(
         assert torch.equal(v, before[k]), k
 
 
+class LinearNet(nn.Module):
+    """logits = W x + b over the flattened volume (re-initialisable)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(int(np.prod(SHAPE)), 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.flatten(1))
+
+
+def brain_and_sample() -> tuple[np.ndarray, torch.Tensor]:
+    """A centred 8^3 'brain' (1/8 of the volume) and an input that is zero outside it."""
+    brain = np.zeros(SHAPE, bool)
+    brain[4:12, 4:12, 4:12] = True
+    values = np.random.default_rng(0).uniform(0.2, 1.0, SHAPE)
+    return brain, torch.as_tensor(np.where(brain, values, 0.0), dtype=torch.float32)[None, None]
+
+
+@pytest.mark.parametrize(
+    ("method", "options", "passes_all_voxels", "passes_in_brain"),
+    [
+        # x * w and patch effects are 0 outside the head for ANY weights: the shared
+        # zeros alone give rho ~ 1 over all voxels, although the maps inside differ
+        ("integrated_gradients", {"n_steps": 4}, False, True),
+        ("occlusion", {"patch": 4, "stride": 4}, False, True),
+        # the gradient of a linear model is its weights, everywhere: no shared zeros
+        ("gradients", {}, True, True),
+    ],
+)
+def test_randomization_inside_the_brain_mask_ignores_shared_zeros_outside(
+    method: str, options: dict, passes_all_voxels: bool, passes_in_brain: bool
+) -> None:
+    torch.manual_seed(0)
+    model = LinearNet()
+    brain, x = brain_and_sample()
+    kw = dict(method=method, target=1, seed=3, cascade=False, **options)
+    everywhere = randomization_check(model, x, **kw)
+    in_brain = randomization_check(model, x, mask=brain, **kw)
+    assert passes_randomization(everywhere) is passes_all_voxels, everywhere
+    assert passes_randomization(in_brain) is passes_in_brain, in_brain
+    # a mask covering everything is the same as no mask
+    full = randomization_check(model, x, mask=np.ones(SHAPE, bool), **kw)
+    assert full["spearman"].iloc[-1] == pytest.approx(everywhere["spearman"].iloc[-1])
+
+
+@pytest.mark.parametrize(
+    ("mask", "error"),
+    [(np.ones((4, 4, 4), bool), r"spatial shape \(16, 16, 16\)"), (np.zeros(SHAPE, bool), "empty")],
+)
+def test_randomization_mask_errors(mask: np.ndarray, error: str) -> None:
+    _, x = brain_and_sample()
+    with pytest.raises(AttributionError, match=error):
+        randomization_check(LinearNet(), x, method="gradients", target=1, seed=0, mask=mask)
+
+
 def test_randomization_without_cascade_equals_the_last_cascade_step() -> None:
     model = TrainedLikeNet(region_mask(), seed=0)
     x = sample(2)

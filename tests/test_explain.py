@@ -11,10 +11,11 @@ import pandas as pd
 import pytest
 import torch
 
-from brainlens.errors import ConfigError
+from brainlens.errors import ConfigError, InputFileError
 from brainlens.explain import attribute_fold, sanity_checks
 from brainlens.folds import write_folds
 from brainlens.packing import pack_volumes
+from brainlens.templates import template_paths
 from brainlens.training import train_fold
 
 torch.set_num_threads(1)
@@ -146,6 +147,12 @@ def test_sanity_checks_table(stage: dict, tmp_path: Path, model: str) -> None:
         out_table=tmp_path / "maps.tsv",
         seed=3,
     )
+    # the templates rule's brain mask, on the toy grid
+    brain = np.zeros((SIDE,) * 3, np.uint8)
+    brain[2:14, 2:14, 2:14] = 1
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    nib.save(nib.Nifti1Image(brain, AFFINE), str(template_paths(templates, 2.0)["brain_mask"]))
     out = sanity_checks(
         model_paths=[stage["models"][model]],
         attribution_tables=[tmp_path / "maps.tsv"],
@@ -159,10 +166,38 @@ def test_sanity_checks_table(stage: dict, tmp_path: Path, model: str) -> None:
         seed=4,
         scans_per_fold=2,
         deletion_steps=4,
+        templates_dir=templates,
+        resolution=2.0,
     )
     assert len(out) == 2 and (out["label"] == "patient").all()
     assert out["spearman_random"].between(-1, 1).all()
+    # 3D maps are compared inside the brain; a 2D model's slice maps as a whole
+    domain = "brain_mask" if model == "eitel_baseline_3d" else "all_voxels"
+    assert (out["randomization_domain"] == domain).all()
     assert out["gt_rank"].between(1, 3).all()
     curves = pd.read_csv(tmp_path / "deletion.tsv", sep="\t")
     assert set(curves["curve"]) == {"relevance", "random"}
     assert len(curves) == 2 * 2 * 5
+
+
+def test_sanity_checks_refuse_a_brain_mask_on_another_grid(stage: dict, tmp_path: Path) -> None:
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    mask = template_paths(templates, 2.0)["brain_mask"]
+    nib.save(nib.Nifti1Image(np.ones((8, 8, 8), np.uint8), AFFINE), str(mask))
+    with pytest.raises(InputFileError, match=r"shape \(8, 8, 8\), expected the atlas grid"):
+        sanity_checks(
+            model_paths=[stage["models"]["eitel_baseline_3d"]],
+            attribution_tables=[tmp_path / "none.tsv"],
+            packs=stage["packs"],
+            method="gradients",
+            options={},
+            atlas_nii=stage["root"] / "atlas.nii.gz",
+            ground_truth=None,
+            out_table=tmp_path / "sanity.tsv",
+            out_deletion=tmp_path / "deletion.tsv",
+            seed=4,
+            templates_dir=templates,
+            resolution=2.0,
+        )
+    assert not (tmp_path / "sanity.tsv").exists()

@@ -29,7 +29,7 @@ import torch
 
 from brainlens.attribution import attribute, mean_maps, method_base, save_map
 from brainlens.attribution._common import count_forward_passes
-from brainlens.errors import ConfigError
+from brainlens.errors import ConfigError, InputFileError
 from brainlens.folds import read_folds, scan_id
 from brainlens.packing import open_pack
 from brainlens.training import load_trained_model
@@ -216,6 +216,8 @@ def sanity_checks(
     max_folds: int | None = None,
     deletion_steps: int = 10,
     cascade: bool = False,
+    templates_dir: Path | None = None,
+    resolution: float | None = None,
 ) -> pd.DataFrame:
     """Randomisation check, deletion curves and ground-truth scores of one method.
 
@@ -225,7 +227,11 @@ def sanity_checks(
     * model-parameter randomisation (cascading, top-down; the statistic is the
       Spearman correlation between the trained and the fully randomised model's map,
       see :func:`brainlens.attribution.sanity.passes_randomization`; ``cascade=True``
-      also computes every intermediate step, which costs one map per layer);
+      also computes every intermediate step, which costs one map per layer); with
+      ``templates_dir`` and ``resolution`` (the ``templates`` rule's output) the
+      correlation of 3D maps is taken with the template's brain mask,
+      inside the brain only, where the explanation matters (shared zeros outside the
+      head would otherwise count as agreement); 2D models' maps are compared whole;
     * deletion curve of the saved map against a random map of the same scan;
     * with ``ground_truth`` (``{"atlas", "region", "label", ...}``), the planted
       region's rank, the share of relevance mass inside it and a pointing-game hit,
@@ -233,7 +239,7 @@ def sanity_checks(
       the ground truth's atlas).
 
     Writes ``out_table`` (one row per checked scan: ``fold, scan_id, method,
-    spearman_random, ssim_random, passes_randomization, deletion_aoc,
+    spearman_random, randomization_domain, ssim_random, passes_randomization, deletion_aoc,
     deletion_aoc_random, gt_rank, gt_mass_share, gt_pointing_hit``) and
     ``out_deletion`` (``fold, scan_id, curve, fraction, score``).
     """
@@ -248,6 +254,26 @@ def sanity_checks(
     gt = json.loads(Path(ground_truth).read_text()) if ground_truth else None
     atlas = np.asanyarray(nib.load(str(atlas_nii)).dataobj).astype(np.int64) if atlas_nii else None
     opts = _method_options(method, options, atlas)
+    brain = None
+    if templates_dir is not None:
+        from brainlens.templates import template_paths
+
+        if resolution is None:
+            raise ConfigError("sanity_checks: templates_dir given without its resolution")
+        brain_mask = template_paths(Path(templates_dir), resolution)["brain_mask"]
+        if not brain_mask.exists():
+            raise InputFileError(
+                brain_mask,
+                f"not found (the template brain mask for resolution {resolution} mm)",
+                f"build the templates into {templates_dir} (the workflow's templates rule)",
+            )
+        brain = np.asanyarray(nib.load(str(brain_mask)).dataobj) > 0
+        if atlas is not None and brain.shape != atlas.shape:
+            raise InputFileError(
+                brain_mask,
+                f"shape {brain.shape}, expected the atlas grid {atlas.shape} of {atlas_nii}",
+                "build both for the same preprocess.resolution",
+            )
     rows, curves = [], []
     rng = np.random.default_rng(seed)
     pairs = list(zip(model_paths, attribution_tables, strict=True))
@@ -268,6 +294,7 @@ def sanity_checks(
                 if x.ndim == 5
                 else attribute(model, x, method=method, target=int(rec["target"]), **opts)
             )
+            in_brain = brain if (brain is not None and x.ndim == 5) else None
             rand = randomization_check(
                 model,
                 x,
@@ -275,6 +302,7 @@ def sanity_checks(
                 target=int(rec["target"]),
                 seed=seed,
                 cascade=cascade,
+                mask=in_brain,
                 **opts,
             )
             last = rand.iloc[-1]
@@ -291,6 +319,7 @@ def sanity_checks(
                 "label": rec["label"],
                 "method": method,
                 "spearman_random": float(last["spearman"]),
+                "randomization_domain": "all_voxels" if in_brain is None else "brain_mask",
                 "ssim_random": float(last["ssim"]),
                 "passes_randomization": bool(passes_randomization(rand)),
                 "deletion_aoc": area_over_curve(fr, sc),

@@ -39,6 +39,7 @@ rule sanity_checks:
         indexes=expand("results/pack/{input}.tsv", input=INPUTS),
         folds="results/folds/folds.tsv",
         atlas=f"resources/atlases/res-{RES}/{GT_ATLAS}.nii.gz",
+        templates=TEMPLATES,
     output:
         table="results/sanity/{model}/{method}.tsv",
         deletion="results/sanity/{model}/{method}_deletion.tsv",
@@ -56,5 +57,6 @@ rule sanity_checks:
         seed=lambda wc: derive_seed(config["seed"], "sanity", wc.model, wc.method),
         checks=canonical(config["attribution"]["sanity"]),
         ground_truth=GROUND_TRUTH,
+        resolution=config["preprocess"]["resolution"],
     script:
         "../../scripts/sanity_checks.py"

@@ -204,9 +204,10 @@ def meaning_section(
                 figure(
                     src,
                     "<b>Randomisation check.</b> One dot per checked scan: |Spearman ρ| between "
-                    "the map of the trained model and the map of the fully randomised model; "
-                    "black bar: median. Low is good (the map depends on the learned weights); "
-                    "dots above the dashed line fail.",
+                    "the map of the trained model and the map of the fully randomised model, "
+                    "inside the template brain mask for 3D maps (zeros shared outside the "
+                    "head would otherwise count as agreement); black bar: median. Low is good "
+                    "(the map depends on the learned weights); dots above the dashed line fail.",
                     f"randomisation check of {model}",
                 )
             )
