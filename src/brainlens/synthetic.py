@@ -84,12 +84,12 @@ class DemoSpec:
     voxel_size: float = 1.5
     atlas: str = "aal"
     region: str = "Hippocampus_L"
-    effect: float = 0.6
-    shrink: float = 0.35
-    deformation_mm: float = 2.5
+    effect: float = 0.9
+    shrink: float = 0.6
+    deformation_mm: float = 1.5
     rotation_deg: float = 8.0
     translation_mm: float = 8.0
-    scale: float = 0.06
+    scale: float = 0.03
     bias: float = 0.25
     noise: float = 0.03
     label_column: str = "diagnosis"
