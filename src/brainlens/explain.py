@@ -256,7 +256,7 @@ def sanity_checks(
     opts = _method_options(method, options, atlas)
     brain = None
     if templates_dir is not None:
-        from brainlens.templates import template_paths
+        from brainlens.grid import template_paths
 
         if resolution is None:
             raise ConfigError("sanity_checks: templates_dir given without its resolution")

@@ -7,6 +7,8 @@ in RAS+ voxel order. At 1.5 mm this is the CAT12 grid of 121 x 145 x 121 voxels.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from brainlens.errors import ConfigError
@@ -52,3 +54,40 @@ def mni_grid(resolution: float) -> tuple[tuple[int, int, int], np.ndarray]:
 def res_label(resolution: float) -> str:
     """File-name-safe label of a resolution: 1.5 -> ``"1p5"``, 2.0 -> ``"2"``."""
     return f"{float(resolution):g}".replace(".", "p")
+
+
+#: Keys of the dict returned by :func:`brainlens.templates.build_templates` (stable contract).
+TEMPLATE_KEYS = ("t1w", "brain_mask", "gm", "wm", "csf", "head", "head_mask")
+#: Space of the head (with skull) template used for template-based skull stripping.
+HEAD_SPACE = "MNI152NLin6Asym"
+
+
+def template_paths(out_dir: Path, resolution: float) -> dict[str, Path]:
+    """File names :func:`brainlens.templates.build_templates` writes (without building anything).
+
+    Parameters
+    ----------
+    out_dir : Path
+        Folder of the templates.
+    resolution : float
+        Grid resolution in mm (1, 1.5 or 2).
+
+    Returns
+    -------
+    dict of str to Path
+        Keys :data:`TEMPLATE_KEYS` plus ``"provenance"``.
+    """
+    out_dir = Path(out_dir)
+    r = res_label(resolution)
+    stem = f"tpl-{SPACE}_res-{r}"
+    head = f"tpl-{HEAD_SPACE}_res-{r}"
+    return {
+        "t1w": out_dir / f"{stem}_T1w.nii.gz",
+        "brain_mask": out_dir / f"{stem}_desc-brain_mask.nii.gz",
+        "gm": out_dir / f"{stem}_label-GM_probseg.nii.gz",
+        "wm": out_dir / f"{stem}_label-WM_probseg.nii.gz",
+        "csf": out_dir / f"{stem}_label-CSF_probseg.nii.gz",
+        "head": out_dir / f"{head}_T1w.nii.gz",
+        "head_mask": out_dir / f"{head}_desc-brain_mask.nii.gz",
+        "provenance": out_dir / "provenance.json",
+    }

@@ -33,11 +33,15 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from brainlens.errors import InputFileError
-from brainlens.grid import SPACE, mni_grid, res_label
+from brainlens.grid import (  # noqa: F401 (template_paths, TEMPLATE_KEYS re-exported)
+    HEAD_SPACE,
+    SPACE,
+    TEMPLATE_KEYS,
+    mni_grid,
+    res_label,
+    template_paths,
+)
 
-#: Keys of the dict returned by :func:`build_templates` (stable contract).
-TEMPLATE_KEYS = ("t1w", "brain_mask", "gm", "wm", "csf", "head", "head_mask")
-HEAD_SPACE = "MNI152NLin6Asym"
 _NILEARN_FILES = {
     "t1w": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
     "gm": "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",
@@ -52,37 +56,6 @@ _MNI_LICENCE = (
     "Centre, MNI, McGill University; permission to use, copy, modify and distribute with "
     "the copyright notice)"
 )
-
-
-def template_paths(out_dir: Path, resolution: float) -> dict[str, Path]:
-    """File names :func:`build_templates` writes (without building anything).
-
-    Parameters
-    ----------
-    out_dir : Path
-        Folder of the templates.
-    resolution : float
-        Grid resolution in mm (1, 1.5 or 2).
-
-    Returns
-    -------
-    dict of str to Path
-        Keys :data:`TEMPLATE_KEYS` plus ``"provenance"``.
-    """
-    out_dir = Path(out_dir)
-    r = res_label(resolution)
-    stem = f"tpl-{SPACE}_res-{r}"
-    head = f"tpl-{HEAD_SPACE}_res-{r}"
-    return {
-        "t1w": out_dir / f"{stem}_T1w.nii.gz",
-        "brain_mask": out_dir / f"{stem}_desc-brain_mask.nii.gz",
-        "gm": out_dir / f"{stem}_label-GM_probseg.nii.gz",
-        "wm": out_dir / f"{stem}_label-WM_probseg.nii.gz",
-        "csf": out_dir / f"{stem}_label-CSF_probseg.nii.gz",
-        "head": out_dir / f"{head}_T1w.nii.gz",
-        "head_mask": out_dir / f"{head}_desc-brain_mask.nii.gz",
-        "provenance": out_dir / "provenance.json",
-    }
 
 
 def _nilearn_data_dir() -> Path:
