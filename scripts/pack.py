@@ -11,4 +11,5 @@ pack_volumes(
     scan_ids=list(snakemake.params.scan_ids),
     out_npy=snakemake.output.npy,
     out_index=snakemake.output.index,
+    smooth_fwhm_mm=snakemake.params.smooth_fwhm_mm,
 )

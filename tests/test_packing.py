@@ -183,3 +183,44 @@ def test_transformed_samples_are_cached_without_augmentation(tmp_path):
     plain.batch([0])
     plain.batch([0])
     assert len(calls) == 6
+
+
+@pytest.mark.parametrize("voxel", [(2.0, 2.0, 2.0), (1.0, 2.0, 3.0)])
+def test_pack_smoothing_has_the_requested_fwhm_in_mm(tmp_path, voxel):
+    """An impulse packed with FWHM 6 mm: a Gaussian whose width in mm is 6 on every axis."""
+    shape = (31, 31, 31)
+    affine = np.diag([*voxel, 1.0])
+    v = np.zeros(shape, np.float32)
+    v[15, 15, 15] = 1000.0
+    p = tmp_path / "impulse.nii.gz"
+    nib.save(nib.Nifti1Image(v, affine), p)
+    npy, tsv = tmp_path / "s.npy", tmp_path / "s.tsv"
+    pack_volumes(
+        [p], scan_ids=["sub-01"], out_npy=npy, out_index=tsv, dtype="float32", smooth_fwhm_mm=6.0
+    )
+    out = open_pack(npy, tsv).array[0]
+    assert out.sum() == pytest.approx(1000.0, rel=1e-3)  # mass kept
+    assert np.unravel_index(out.argmax(), shape) == (15, 15, 15)
+    sigma_mm = 6.0 / np.sqrt(8 * np.log(2))
+    for axis, size in enumerate(voxel):
+        profile = np.moveaxis(out, axis, 0)[:, 15, 15]
+        # Gaussian: value one voxel off centre / centre = exp(-size^2 / (2 sigma_mm^2))
+        assert profile[16] / profile[15] == pytest.approx(
+            np.exp(-(size**2) / (2 * sigma_mm**2)), rel=0.02
+        )
+    assert json.loads(sidecar_path(npy).read_text())["smooth_fwhm_mm"] == 6.0
+
+
+@pytest.mark.parametrize("fwhm", [-1.0, float("nan")])
+def test_pack_smoothing_refuses_bad_fwhm(tmp_path, fwhm):
+    paths, _ = write_vols(tmp_path / "in", 2)
+    npy = tmp_path / "p" / "x.npy"
+    with pytest.raises(ConfigError, match="smooth_fwhm_mm"):
+        pack_volumes(
+            paths,
+            scan_ids=["a", "b"],
+            out_npy=npy,
+            out_index=tmp_path / "p" / "x.tsv",
+            smooth_fwhm_mm=fwhm,
+        )
+    assert not npy.exists()

@@ -59,6 +59,47 @@ def _load_volume(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data, np.asarray(img.affine, dtype=float)
 
 
+def fwhm_to_sigma_voxels(fwhm_mm: float, affine: np.ndarray) -> np.ndarray:
+    """Gaussian sigma in voxels per axis for an isotropic FWHM in mm.
+
+    Parameters
+    ----------
+    fwhm_mm : float
+        Full width at half maximum in mm (>= 0).
+    affine : np.ndarray, shape (4, 4)
+        Voxel-to-world affine; voxel sizes are the norms of its first three columns.
+
+    Returns
+    -------
+    np.ndarray, shape (3,)
+        ``fwhm_mm / sqrt(8 ln 2) / voxel_size``.
+    """
+    voxel = np.linalg.norm(np.asarray(affine, dtype=float)[:3, :3], axis=0)
+    return float(fwhm_mm) / np.sqrt(8.0 * np.log(2.0)) / voxel
+
+
+def smooth_volume(data: np.ndarray, sigma_voxels: Sequence[float]) -> np.ndarray:
+    """Gaussian-smooth one volume, keeping its total (the kernel sums to 1).
+
+    Parameters
+    ----------
+    data : np.ndarray, shape (X, Y, Z)
+    sigma_voxels : sequence of 3 float
+        Sigma per axis in voxels (see :func:`fwhm_to_sigma_voxels`).
+
+    Returns
+    -------
+    np.ndarray, shape (X, Y, Z), float32
+        Borders are zero-padded (``mode="constant"``), so tissue is not mirrored
+        back into the field of view.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    return gaussian_filter(
+        np.asarray(data, dtype=np.float32), sigma=list(sigma_voxels), mode="constant"
+    )
+
+
 def pack_volumes(
     paths: Sequence[str | Path],
     *,
@@ -66,6 +107,7 @@ def pack_volumes(
     out_npy: str | Path,
     out_index: str | Path,
     dtype: str = "float16",
+    smooth_fwhm_mm: float = 0.0,
 ) -> None:
     """Pack NIfTI volumes on one grid into a ``.npy`` array, an index and a sidecar.
 
@@ -81,6 +123,12 @@ def pack_volumes(
         Output TSV with columns ``row, scan_id, path``.
     dtype : {"float16", "float32"}
         Storage type. float16 halves I/O; values must lie within +-65504.
+    smooth_fwhm_mm : float
+        Isotropic Gaussian smoothing (full width at half maximum, mm) applied to every
+        volume before packing, as VBM smooths modulated tissue maps (CAT12's
+        ``smwp1``). The kernel's sigma per axis is ``fwhm / sqrt(8 ln 2)`` divided by
+        that axis' voxel size (from the affine). 0 packs the volumes unchanged. The
+        value is recorded in the sidecar.
 
     Raises
     ------
@@ -100,6 +148,12 @@ def pack_volumes(
         )
     if not paths:
         raise ConfigError("pack_volumes: no volumes given; expected at least one")
+    fwhm = float(smooth_fwhm_mm)
+    if not np.isfinite(fwhm) or fwhm < 0:
+        raise ConfigError(
+            f"pack smooth_fwhm_mm: expected a finite number >= 0 (mm; 0 = no smoothing), "
+            f"got {smooth_fwhm_mm!r}"
+        )
     dup = sorted({s for s in scan_ids if scan_ids.count(s) > 1})
     if dup:
         raise ConfigError(f"pack_volumes: duplicate scan_ids {dup[:5]}; expected unique IDs")
@@ -110,6 +164,7 @@ def pack_volumes(
 
     first, affine = _load_volume(paths[0])
     shape = first.shape
+    sigma_vox = fwhm_to_sigma_voxels(fwhm, affine)
     tmp_npy = _tmp(out_npy)
     arr = np.lib.format.open_memmap(tmp_npy, mode="w+", dtype=dtype, shape=(len(paths), *shape))
     try:
@@ -140,7 +195,7 @@ def pack_volumes(
                     f"max |value| {peak:g} exceeds the {dtype} range {limit:g}",
                     "rescale the intensities in preprocessing or pack with dtype float32",
                 )
-            arr[i] = data
+            arr[i] = smooth_volume(data, sigma_vox) if fwhm > 0 else data
         arr.flush()
         del arr
         tmp_npy.replace(out_npy)
@@ -148,7 +203,12 @@ def pack_volumes(
         tmp_npy.unlink(missing_ok=True)
         raise
     side = sidecar_path(out_npy)
-    meta = {"shape": [len(paths), *shape], "dtype": dtype, "affine": affine.tolist()}
+    meta = {
+        "shape": [len(paths), *shape],
+        "dtype": dtype,
+        "affine": affine.tolist(),
+        "smooth_fwhm_mm": fwhm,
+    }
     tmp_side = _tmp(side)
     tmp_side.write_text(json.dumps(meta, indent=1))
     tmp_side.replace(side)

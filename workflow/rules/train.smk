@@ -15,6 +15,7 @@ rule pack:
         "../../envs/train.yaml"
     params:
         scan_ids=lambda wc: checked_scans(),
+        smooth_fwhm_mm=config["pack"]["smooth_fwhm_mm"],
     script:
         "../../scripts/pack.py"
 
