@@ -6,7 +6,8 @@ preprocessing, into
 
 * ``<name>.npy``: an array of shape (N, X, Y, Z) (float16 by default), opened
   memory-mapped so an epoch reads only page-cached bytes;
-* ``<name>.json`` (beside the ``.npy``): shape, dtype and the grid affine;
+* ``<name>.json`` (beside the ``.npy``): shape, dtype, the grid affine and the
+  smoothing applied (``smooth_fwhm_mm``);
 * an index TSV with columns ``row, scan_id, path``.
 
 All files are written to temporary names and renamed, so a killed job never
@@ -79,7 +80,7 @@ def fwhm_to_sigma_voxels(fwhm_mm: float, affine: np.ndarray) -> np.ndarray:
 
 
 def smooth_volume(data: np.ndarray, sigma_voxels: Sequence[float]) -> np.ndarray:
-    """Gaussian-smooth one volume, keeping its total (the kernel sums to 1).
+    """Gaussian-smooth one volume (the kernel sums to 1).
 
     Parameters
     ----------
@@ -91,7 +92,8 @@ def smooth_volume(data: np.ndarray, sigma_voxels: Sequence[float]) -> np.ndarray
     -------
     np.ndarray, shape (X, Y, Z), float32
         Borders are zero-padded (``mode="constant"``), so tissue is not mirrored
-        back into the field of view.
+        back into the field of view; the total is kept except for mass within a
+        few sigma of the grid's edge (none for brain maps, which are zero there).
     """
     from scipy.ndimage import gaussian_filter
 
