@@ -15,7 +15,14 @@ from brainlens.errors import ConfigError
 from brainlens.grid import mni_grid
 from brainlens.regions import fold_region_table, method_agreement, region_stats, summarize_regions
 from brainlens.seeding import derive_seed
-from brainlens.synthetic import DemoSpec, plan_dataset, region_mask_on_grid, write_demo_dataset
+from brainlens.synthetic import (
+    DemoSpec,
+    min_jacobian,
+    plan_dataset,
+    region_mask_on_grid,
+    write_demo_dataset,
+    write_demo_subject,
+)
 
 
 def test_seeds_are_stable_and_distinct() -> None:
@@ -44,12 +51,46 @@ def test_bad_demo_spec_names_the_key(field: str, value) -> None:  # noqa: ANN001
         DemoSpec(**{field: value}).validate()
 
 
+def _linear_field(matrix: np.ndarray, shape=(12, 10, 8)) -> list[np.ndarray]:
+    """Displacement d(x) = M (x - centre) in voxels: the map's Jacobian is I + M."""
+    idx = np.indices(shape, dtype=np.float32)
+    centre = (np.array(shape, dtype=np.float32) - 1) / 2
+    rel = idx - centre[:, None, None, None]
+    return [np.tensordot(matrix[a], rel, axes=1) for a in range(3)]
+
+
+@pytest.mark.parametrize(
+    ("matrix", "expected"),
+    [
+        (np.zeros((3, 3)), 1.0),
+        (np.diag([0.5, 0.5, 0.5]), 1.5**3),  # expansion
+        (np.diag([-0.5, 0.0, 0.0]), 0.5),  # contraction along x only
+        (np.array([[0.0, 0.3, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]), 1.0),  # shear
+        (np.diag([-2.0, 0.0, 0.0]), -1.0),  # folding: x passes through itself
+    ],
+)
+def test_min_jacobian_of_linear_maps(matrix: np.ndarray, expected: float) -> None:
+    assert min_jacobian(_linear_field(matrix)) == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.slow
+def test_demo_refuses_a_shrinkage_that_folds_the_anatomy(tmp_path: Path) -> None:
+    # a long gyrus contracted by 0.8 towards its centroid: some tissue moves > 2 cm
+    spec = DemoSpec(n_subjects=4, n_second_session=0, region="Temporal_Inf_L", shrink=0.8)
+    plan = plan_dataset(spec, seed=3)
+    patient = plan.loc[plan["diagnosis"] == "patient", "participant_id"].iloc[0]
+    with pytest.raises(ConfigError, match=r"demo\.shrink=0\.8.*Temporal_Inf_L"):
+        write_demo_subject(tmp_path, spec, seed=3, participant_id=patient)
+    assert not any(tmp_path.rglob("*.nii*"))
+
+
 @pytest.mark.slow
 def test_demo_dataset_plants_the_effect_in_its_region(tmp_path: Path) -> None:
     spec = DemoSpec(
         n_subjects=4,
         n_second_session=0,
         voxel_size=2.0,
+        region="Hippocampus_L",
         effect=0.8,
         deformation_mm=0.0,
         noise=0.0,

@@ -5,7 +5,7 @@ that ships with nilearn. Each scan is the template brain, wrapped in a synthetic
 CSF gap, skull and scalp, then moved into its own native space:
 
 1. **planted effect** (patients only): regional atrophy inside one atlas region
-   (default AAL ``Hippocampus_L``): tissue is replaced by CSF-like signal by a
+   (default AAL ``Temporal_Inf_L``, 25.6 mL): tissue is replaced by CSF-like signal by a
    fraction ``effect`` and the region shrinks towards its centroid (a smooth radial
    contraction of ``shrink * effect``), both weighted by a smoothed region mask;
 2. a smooth random nonlinear deformation (subject anatomy, a few mm);
@@ -83,9 +83,9 @@ class DemoSpec:
     n_second_session: int = 4
     voxel_size: float = 1.5
     atlas: str = "aal"
-    region: str = "Hippocampus_L"
+    region: str = "Temporal_Inf_L"
     effect: float = 0.9
-    shrink: float = 0.6
+    shrink: float = 0.3
     deformation_mm: float = 1.5
     rotation_deg: float = 8.0
     translation_mm: float = 8.0
@@ -193,7 +193,44 @@ def _subject_source(
         k = spec.shrink * effect
         for ax in range(3):
             disp[ax] = disp[ax] + k * warp * (idx[ax] - centre[ax])
+        _check_no_folding(spec, disp, effect)
     return src.astype(np.float32), (disp[0], disp[1], disp[2])
+
+
+def min_jacobian(displacement: list[np.ndarray], step: int = 2) -> float:
+    """Smallest Jacobian determinant of the sampling map x -> x + d(x).
+
+    Parameters
+    ----------
+    displacement : list of 3 ndarrays, shape (X, Y, Z)
+        Displacement in voxels along each axis.
+    step : int
+        Evaluate on every ``step``-th voxel (the fields are smooth).
+
+    Returns
+    -------
+    float
+        <= 0 where the map folds (the anatomy would pass through itself).
+    """
+    sub = [d[::step, ::step, ::step] for d in displacement]
+    jac = np.empty(sub[0].shape + (3, 3), dtype=np.float32)
+    for a in range(3):
+        grads = np.gradient(sub[a], step)
+        for b in range(3):
+            jac[..., a, b] = grads[b] + (1.0 if a == b else 0.0)
+    return float(np.linalg.det(jac).min())
+
+
+def _check_no_folding(spec: DemoSpec, disp: list[np.ndarray], effect: float) -> None:
+    det = min_jacobian(disp)
+    if det <= 0:
+        raise ConfigError(
+            f"demo: the planted shrinkage (demo.shrink={spec.shrink} x effect {effect:.2f}) "
+            f"with demo.deformation_mm={spec.deformation_mm} folds the anatomy around "
+            f"{spec.region!r} (smallest Jacobian determinant {det:.2f}, must be > 0); lower "
+            "demo.shrink (a long region such as a gyrus needs about half of what a small "
+            "nucleus takes) or demo.deformation_mm"
+        )
 
 
 def _random_affine(spec: DemoSpec, rng: np.random.Generator) -> np.ndarray:
