@@ -14,7 +14,7 @@ from torch import nn
 import brainlens.training.fold as fold_module
 from brainlens.errors import ConfigError
 from brainlens.folds import write_folds
-from brainlens.packing import pack_volumes
+from brainlens.packing import PackedDataset, pack_volumes
 from brainlens.training import (
     TrainingInterrupted,
     load_trained_model,
@@ -22,6 +22,7 @@ from brainlens.training import (
     make_early_stopping,
     train_fold,
 )
+from brainlens.training.loop import recalibrate_batchnorm
 
 torch.set_num_threads(1)
 SIDE = 8
@@ -189,6 +190,72 @@ def test_stale_checkpoint_restarts_when_asked(data, tmp_path):
     fresh = run(data, tmp_path / "fresh", lr=0.5)
     restarted = run(data, tmp_path / "x", lr=0.5, on_stale_checkpoint="restart")
     assert restarted == fresh
+
+
+class TinyBN(nn.Module):
+    """Conv -> BatchNorm -> ReLU -> dropout -> global average pool -> linear."""
+
+    def __init__(self, *, in_shape, n_classes, width=3):
+        super().__init__()
+        self.conv = nn.Conv3d(in_shape[0], width, 3, padding=1)
+        self.bn = nn.BatchNorm3d(width)
+        self.drop = nn.Dropout(0.5)
+        self.fc = nn.Linear(width, n_classes)
+
+    def forward(self, x):
+        return self.fc(self.drop(torch.relu(self.bn(self.conv(x)))).mean(dim=(2, 3, 4)))
+
+
+@pytest.mark.parametrize("batch_size", [24, 5])
+def test_recalibrate_batchnorm_uses_the_training_part(data, batch_size):
+    _, packs, _ = data
+    ids = pd.read_csv(packs["gm"][1], sep="\t")["scan_id"].tolist()
+    ds = PackedDataset(packs, ids)
+    net = TinyBN(in_shape=(1, SIDE, SIDE, SIDE), n_classes=2)
+    net.bn.running_mean.fill_(5.0)  # stale statistics, far from the data's
+    net.bn.running_var.fill_(9.0)
+    net.train(False)
+    assert recalibrate_batchnorm(net, ds, batch_size=batch_size, amp=False) == 1
+    with torch.no_grad():
+        batches = [net.conv(ds.batch(i)) for i in torch.arange(len(ds)).split(batch_size)]
+    if batch_size >= len(ds):  # one batch: the exact mean and unbiased variance
+        h = batches[0].transpose(0, 1).reshape(3, -1)
+        want_mean, want_var = h.mean(1), h.var(1, unbiased=True)
+    else:  # each batch's statistics weigh equally (cumulative average)
+        hs = [b.transpose(0, 1).reshape(3, -1) for b in batches]
+        want_mean = torch.stack([h.mean(1) for h in hs]).mean(0)
+        want_var = torch.stack([h.var(1, unbiased=True) for h in hs]).mean(0)
+    torch.testing.assert_close(net.bn.running_mean, want_mean, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(net.bn.running_var, want_var, rtol=1e-4, atol=1e-5)
+    # the model's mode and the layer's momentum are as before
+    assert not net.training and not net.bn.training and net.bn.momentum == 0.1
+
+
+def test_recalibrate_batchnorm_without_batchnorm_changes_nothing(data):
+    _, packs, _ = data
+    ids = pd.read_csv(packs["gm"][1], sep="\t")["scan_id"].tolist()
+    net = Tiny(in_shape=(1, SIDE, SIDE, SIDE), n_classes=2)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    assert recalibrate_batchnorm(net, PackedDataset(packs, ids), batch_size=4, amp=False) == 0
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
+def test_precise_bn_changes_training_and_is_part_of_the_checkpoint(data, tmp_path):
+    def bn_factory(name, *, in_shape, n_classes, **options):
+        return TinyBN(in_shape=in_shape, n_classes=n_classes)
+
+    kw = dict(model_factory=bn_factory, model_options={}, epochs=3)
+    plain = run(data, tmp_path / "plain", **kw)
+    precise = run(data, tmp_path / "precise", precise_bn=True, **kw)
+    assert precise == run(data, tmp_path / "again", precise_bn=True, **kw)  # deterministic
+    hp, hq = (pd.read_csv(tmp_path / d / "history.tsv", sep="\t") for d in ("plain", "precise"))
+    assert np.allclose(hp["train_loss"].iloc[0], hq["train_loss"].iloc[0])  # same first epoch
+    assert not np.allclose(hp["val_loss"], hq["val_loss"])  # other statistics at validation
+    assert plain != precise
+    with pytest.raises(TrainingInterrupted):
+        run(data, tmp_path / "x", stop_after_epoch=1, **kw)
+    with pytest.raises(ConfigError, match="other settings"):
+        run(data, tmp_path / "x", precise_bn=True, **kw)
 
 
 def test_same_seed_same_result_other_seed_differs(data, tmp_path):

@@ -190,6 +190,7 @@ def train_fold(
     optimizer: str = "adam",
     weight_decay: float = 0.0,
     early_stopping: Mapping[str, Any] | None = None,
+    precise_bn: bool = False,
     class_weights: bool | str = False,
     augmentation: Mapping[str, Any] | None = None,
     lateralized: bool = False,
@@ -232,6 +233,10 @@ def train_fold(
         ``{"monitor": "val_loss", "mode": "auto", "patience": None, "min_delta": 0}``
         (see :func:`brainlens.training.loop.make_early_stopping`). The epoch with the
         best monitored validation value is selected even without patience.
+    precise_bn : bool
+        Recompute BatchNorm statistics on the training part after every epoch
+        (:func:`brainlens.training.loop.recalibrate_batchnorm`), so validation and
+        test see the network that was trained, not a trailing running average.
     class_weights : bool or "sampler"
         True: cross-entropy weighted by n / (K * n_class) of the training part;
         "sampler": draw training samples with probability 1 / n_class (with replacement).
@@ -384,6 +389,8 @@ def train_fold(
                         "optimizer": optimizer,
                         "weight_decay": weight_decay,
                         "early_stopping": stopper.state(),
+                        # only when on, so checkpoints made before the option still resume
+                        **({"precise_bn": True} if precise_bn else {}),
                         "class_weights": class_weights,
                         "augmentation": augmentation,
                         "lateralized": lateralized,
@@ -468,6 +475,7 @@ def train_fold(
             class_names=names,
             on_epoch_end=on_epoch_end,
             progress=progress,
+            precise_bn=bool(precise_bn),
         )
         if state.best_state is None:
             raise ModelError(

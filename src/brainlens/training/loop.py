@@ -214,6 +214,56 @@ def train_epoch(
 
 
 @torch.no_grad()
+def recalibrate_batchnorm(
+    model: nn.Module, data: PackedDataset, *, batch_size: int, amp: bool
+) -> int:
+    """Replace BatchNorm running statistics by their average over ``data``.
+
+    With small batches (2-8 volumes) and a few steps per epoch, the running mean and
+    variance (an exponential average with momentum 0.1) trail weights that move fast,
+    so the eval-mode network is offset from the one just trained: validation AUC
+    stays at 1 while its balanced accuracy swings between 0.5 and 1 from epoch to
+    epoch. Recomputing the statistics on the training part, un-augmented, after each
+    epoch ("precise BN", Wu & Johnson 2021) removes that offset. Only the BatchNorm
+    layers run in training mode (dropout stays off); nothing random is drawn.
+
+    Parameters
+    ----------
+    model : nn.Module
+    data : PackedDataset
+        The training part.
+    batch_size : int
+        Volumes per forward pass; each batch's mean and variance are averaged
+        with equal weight (PyTorch's cumulative average, ``momentum=None``).
+    amp : bool
+
+    Returns
+    -------
+    int
+        Number of BatchNorm layers recalibrated (0: the model has none).
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms or len(data) == 0:
+        return 0
+    was_training = model.training
+    momenta = [m.momentum for m in norms]
+    model.eval()
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    try:
+        for idx in _batches(len(data), batch_size, torch.arange(len(data))):
+            with _autocast(data.device, amp):
+                model(data.batch(idx))
+    finally:
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+        model.train(was_training)
+    return len(norms)
+
+
+@torch.no_grad()
 def predict(model: nn.Module, data: PackedDataset, *, batch_size: int, amp: bool) -> np.ndarray:
     """Class probabilities of every sample, shape (N, K), float64, in dataset order."""
     model.eval()
@@ -270,11 +320,14 @@ def fit(
     class_names: list[str],
     on_epoch_end: Callable[[LoopState, EarlyStopping], None],
     progress: bool = True,
+    precise_bn: bool = False,
 ) -> None:
     """Train from ``state.epoch`` to ``epochs`` (or early stop); keeps the best weights.
 
     Only ``train`` and ``val`` are seen here: the best epoch and early stopping read
     the validation part alone. ``on_epoch_end`` runs after each epoch (checkpointing).
+    ``precise_bn``: after each epoch, BatchNorm statistics are recomputed on the
+    training part (:func:`recalibrate_batchnorm`) before validation.
     """
     bar = tqdm(total=epochs, initial=state.epoch, desc="epochs", disable=not progress, leave=False)
     try:
@@ -292,6 +345,8 @@ def fit(
                 amp=amp,
                 scaler=scaler,
             )
+            if precise_bn:
+                recalibrate_batchnorm(model, train, batch_size=batch_size, amp=amp)
             row = {"epoch": state.epoch + 1, "train_loss": train_loss}
             row.update(
                 evaluate(
