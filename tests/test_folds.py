@@ -110,17 +110,62 @@ def test_repeats_differ_from_each_other():
     assert len(set(tests)) == 3
 
 
-def test_random_labels_permutes_at_subject_level_and_is_marked():
+def test_random_labels_shuffle_within_each_part_of_the_real_split():
     scans = toy_scans(n_per_class=(20, 20))
-    folds = make_folds(scans, mode="kfold", n_folds=5, seed=2, random_labels=True)
-    assert folds.attrs["random_labels"] and folds["random_labels"].all()
-    per_subject = folds.groupby("participant_id")["label"].nunique()
-    assert per_subject.max() == 1  # all sessions and folds agree
-    orig = scans.drop_duplicates("participant_id").set_index("participant_id")["label"]
-    new = folds.drop_duplicates("participant_id").set_index("participant_id")["label"]
-    assert (new.value_counts().sort_index() == orig.value_counts().sort_index()).all()
-    assert (new != orig.reindex(new.index)).any()
-    assert not make_folds(scans, seed=2)["random_labels"].any()
+    real = make_folds(scans, mode="kfold", n_folds=5, seed=2)
+    rand = make_folds(scans, mode="kfold", n_folds=5, seed=2, random_labels=True)
+    assert rand.attrs["random_labels"] and rand["random_labels"].all()
+    assert not real["random_labels"].any()
+    key = ["fold", "participant_id", "session_id"]
+    pd.testing.assert_series_equal(real.set_index(key)["role"], rand.set_index(key)["role"])
+
+    def counts(f: pd.DataFrame) -> pd.Series:
+        return (
+            f.drop_duplicates(["fold", "participant_id"]).groupby(["fold", "role", "label"]).size()
+        )
+
+    pd.testing.assert_series_equal(counts(real), counts(rand))  # each part keeps its classes
+    assert rand.groupby(["fold", "participant_id"])["label"].nunique().max() == 1  # sessions agree
+    assert (rand["label"] != real["label"]).any()
+    again = make_folds(scans, mode="kfold", n_folds=5, seed=2, random_labels=True)
+    pd.testing.assert_frame_equal(rand, again)
+
+
+@pytest.mark.parametrize("source", ["train", "val"])
+@pytest.mark.parametrize("mode", ["kfold", "repeated"])
+def test_random_labels_leave_no_train_test_association(mode, source):
+    """A model that learnt the real signal perfectly must score chance on random labels.
+
+    Such a model predicts, on the test part, the true class mapped through whatever
+    chance association the training part's shuffled labels have with it (or the
+    validation part's, when the epoch is selected there); its test score is then set
+    by the test part's own chance association.
+    """
+    scans = toy_scans(n_per_class=(20, 20))
+    truth = scans.drop_duplicates("participant_id").set_index("participant_id")["label"]
+    other = {"AD": "CN", "CN": "AD"}
+    scores = []
+    for seed in range(40):
+        folds = make_folds(
+            scans,
+            mode=mode,
+            n_folds=5,
+            n_repeats=5,
+            test_fraction=0.2,
+            seed=seed,
+            random_labels=True,
+        ).drop_duplicates(["fold", "participant_id"])
+        for _, g in folds.groupby("fold"):
+            train, test = g[g.role == source], g[g.role == "test"]
+            agree = (train["label"].to_numpy() == truth[train["participant_id"]].to_numpy()).mean()
+            pred = truth[test["participant_id"]].to_numpy()
+            if agree < 0.5:
+                pred = np.array([other[p] for p in pred])
+            y = test["label"].to_numpy()
+            recalls = [(pred[y == c] == c).mean() for c in ("AD", "CN")]
+            scores.append(float(np.mean(recalls)))
+    # every fold, not just the mean: a plain permutation gives 0.0-1.0 here
+    assert max(abs(v - 0.5) for v in scores) <= 0.1, (min(scores), max(scores))
 
 
 def test_identical_images_across_subjects_are_grouped():
