@@ -228,9 +228,9 @@ def make_folds(
         shuffled separately within train, val and test (seeded), balanced so that in
         each part every true class gets each label in proportion (within one
         participant): each part keeps its class counts and the shuffled labels say
-        nothing about the true ones. A participant's label may differ between folds. The ``label``
-        column holds the shuffled labels, the ``random_labels`` column is True and
-        ``attrs["random_labels"]`` is set.
+        nothing about the true ones. A participant's label may differ between folds.
+        The ``label`` column holds the shuffled labels, the ``random_labels`` column
+        is True and ``attrs["random_labels"]`` is set.
 
     Returns
     -------
