@@ -193,7 +193,7 @@ def _subject_source(
         k = spec.shrink * effect
         for ax in range(3):
             disp[ax] = disp[ax] + k * warp * (idx[ax] - centre[ax])
-        _check_no_folding(spec, disp, effect)
+    _check_no_folding(spec, disp, effect)  # controls too: a large deformation_mm folds
     return src.astype(np.float32), (disp[0], disp[1], disp[2])
 
 
