@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from brainlens.errors import ModelError
-from brainlens.models import MODELS, build_model, count_parameters
-from brainlens.transforms import TRANSFORMS, make_transform
+from brainlens.models import (
+    MODELS,
+    build_model,
+    count_parameters,
+    field_of_view,
+    field_of_view_mask,
+)
+from brainlens.models._layers import pool_out
+from brainlens.transforms import TRANSFORMS, make_transform, output_shape
 
 torch.set_num_threads(1)
 
@@ -30,7 +38,7 @@ TINY: dict[str, tuple[tuple[int, ...], dict]] = {
 # name -> (an in_shape one voxel too small along axis 0, options)
 TOO_SMALL: dict[str, tuple[tuple[int, ...], dict]] = {
     "ng2018_3d": ((1, 3, 8, 8), {}),
-    "rieke2018_3d": ((1, 77, 90, 90), {}),
+    "rieke2018_3d": ((1, 77, 90, 90), {"pool_ceil": False}),
     "eitel_baseline_3d": ((1, 15, 16, 16), {}),
     "pif_3d": ((1, 31, 32, 32), {}),
     "vgg3d": ((1, 15, 16, 16), {}),
@@ -197,8 +205,10 @@ def test_spec_default_options_and_settings() -> None:
 def test_parameter_counts_match_papers(
     name: str, in_shape: tuple, n_classes: int, trainable: int, total: int | None
 ) -> None:
+    # the poster's Keras pooling is floor ('valid'); brainlens pools with ceil by default
+    options = {"pool_ceil": False} if name == "rieke2018_3d" else {}
     got_trainable, got_total = count_parameters(
-        build_model(name, in_shape=in_shape, n_classes=n_classes)
+        build_model(name, in_shape=in_shape, n_classes=n_classes, **options)
     )
     assert got_trainable == trainable
     if total is not None:
@@ -261,3 +271,93 @@ def test_attention_mask_is_a_distribution_over_positions() -> None:
     mask = model.attention.last_mask
     assert mask.shape == (2, 1, 2, 3)
     assert torch.allclose(mask.sum(dim=(1, 2, 3)), torch.ones(2))
+
+
+# --------------------------------------------------------------------------- field of view
+
+
+@pytest.mark.parametrize("ceil", [False, True])
+@pytest.mark.parametrize(("kernel", "stride"), [(2, 2), (3, 3), (3, 2), (2, 1)])
+def test_pool_out_matches_torch(kernel: int, stride: int, ceil: bool) -> None:
+    for n in range(1, 20):
+        expected = 0
+        if n >= kernel or ceil:
+            try:
+                pool = nn.MaxPool1d(kernel, stride, ceil_mode=ceil)
+                expected = pool(torch.zeros(1, 1, n)).shape[-1]
+            except RuntimeError:  # output size too small
+                expected = 0
+        assert pool_out(n, kernel, stride, ceil=ceil) == expected, (n, kernel, stride, ceil)
+
+
+def _slab_sweep(model: nn.Module, in_shape: tuple[int, ...]) -> list[list[int]]:
+    """Brute force: which single slabs of NaN reach the output, per axis."""
+    seen = []
+    model.eval()
+    for axis, n in enumerate(in_shape[1:]):
+        hits = []
+        for i in range(n):
+            x = torch.zeros((1, *in_shape))
+            index = [slice(None)] * (len(in_shape) + 1)
+            index[2 + axis] = i
+            x[tuple(index)] = float("nan")
+            with torch.no_grad():
+                if torch.isnan(model(x)).any():
+                    hits.append(i)
+        seen.append(hits)
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("in_shape", "options", "expected"),
+    [
+        # valid convs, floor pooling 2 then 3: 37 -> 35 -> 17 (one dropped) -> 15 -> 5 ...
+        ((1, 37, 40, 36), {"pool_sizes": (2, 3, 1, 1), "pool_ceil": False}, None),
+        ((1, 37, 40, 36), {"pool_sizes": (2, 3, 1, 1)}, ((0, 37), (0, 40), (0, 36))),
+        ((2, 9, 10, 11), {"pool_sizes": (1, 1, 1, 1)}, ((0, 9), (0, 10), (0, 11))),
+    ],
+)
+def test_field_of_view_matches_brute_force(in_shape, options, expected) -> None:
+    model = build_model("rieke2018_3d", in_shape=in_shape, n_classes=2, dropout=0.0, **options)
+    got = field_of_view(model, in_shape)
+    sweep = _slab_sweep(model, in_shape)
+    assert got == tuple((hits[0], hits[-1] + 1) for hits in sweep)
+    assert all(hits == list(range(hits[0], hits[-1] + 1)) for hits in sweep)  # no gaps
+    if expected is not None:
+        assert got == expected
+    if options.get("pool_ceil") is False:
+        assert any(stop < n for (_, stop), n in zip(got, in_shape[1:], strict=True))
+    mask = field_of_view_mask(model, in_shape)
+    assert mask.shape == in_shape[1:]
+    assert mask.sum() == np.prod([b - a for a, b in got])
+
+
+def test_rieke_floor_pooling_is_blind_to_the_front_of_the_2mm_grid() -> None:
+    in_shape = (1, 91, 109, 91)
+    floor = build_model("rieke2018_3d", in_shape=in_shape, n_classes=2, pool_ceil=False)
+    assert field_of_view(floor, in_shape) == ((0, 78), (0, 78), (0, 78))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_model_sees_the_whole_2mm_grid(name: str) -> None:
+    """Default options on the default analysis grid: no voxel is outside the model's view."""
+    spec = MODELS[name]
+    in_shape = (1, 91, 109, 91)
+    if spec.transform is not None:  # 2D models: the shape their transform gives
+        in_shape = output_shape(spec.transform, in_shape, **spec.transform_options)
+    model = build_model(name, in_shape=in_shape, n_classes=2)
+    assert field_of_view(model, in_shape) == tuple((0, n) for n in in_shape[1:])
+
+
+def test_field_of_view_refuses_a_model_blind_to_its_input() -> None:
+    class Constant(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bias = nn.Parameter(torch.zeros(2))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.bias.expand(x.shape[0], 2) + 0 * torch.nan_to_num(x).sum()
+
+    with pytest.raises(ModelError, match=r"no input voxel reaches the output of Constant"):
+        field_of_view(Constant(), (1, 4, 5, 6))

@@ -5,6 +5,14 @@ Use :func:`build_model` with a name from :data:`MODELS`. Every model returns log
 feature map), uses ``nn.ReLU(inplace=False)`` modules and no in-place ops on activations.
 """
 
+from brainlens.models.coverage import field_of_view, field_of_view_mask
 from brainlens.models.registry import MODELS, ModelSpec, build_model, count_parameters
 
-__all__ = ["MODELS", "ModelSpec", "build_model", "count_parameters"]
+__all__ = [
+    "MODELS",
+    "ModelSpec",
+    "build_model",
+    "count_parameters",
+    "field_of_view",
+    "field_of_view_mask",
+]

@@ -22,12 +22,23 @@ def conv_out(n: int, kernel: int = 3, stride: int = 1, padding: int = 0) -> int:
     return max(0, (n + 2 * padding - kernel) // stride + 1)
 
 
-def pool_out(n: int, kernel: int = 2, stride: int | None = None) -> int:
-    """Length of one spatial axis after max pooling with floor rounding (PyTorch default)."""
+def pool_out(n: int, kernel: int = 2, stride: int | None = None, *, ceil: bool = False) -> int:
+    """Length of one spatial axis after max pooling (no padding).
+
+    ``ceil=False`` is PyTorch's default (floor): trailing positions that do not fill a
+    window are dropped, so the model never sees them. ``ceil=True`` matches
+    ``ceil_mode=True``: a last, partial window covers them (a window must still
+    start inside the input).
+    """
     stride = kernel if stride is None else stride
-    if n < kernel:
+    if n <= 0:
         return 0
-    return (n - kernel) // stride + 1
+    if not ceil:
+        return 0 if n < kernel else (n - kernel) // stride + 1
+    out = (n - kernel + stride - 1) // stride + 1
+    if (out - 1) * stride >= n:
+        out -= 1
+    return max(out, 0)
 
 
 def minimum_size(axis_fn: Callable[[int], int], needed: int = 1, limit: int = 4096) -> int:
@@ -108,6 +119,16 @@ def check_probability(model: str, option: str, value: object) -> float:
             f"[0, 1). Fix: pass e.g. {option}=0.5."
         )
     return float(value)
+
+
+def check_bool(model: str, option: str, value: object) -> bool:
+    """Validate a true/false option (no 0/1 or strings)."""
+    if not isinstance(value, bool):
+        raise ModelError(
+            f"model {model!r}: option {option}={value!r} is invalid: expected true or false. "
+            f"Fix: pass {option}=true."
+        )
+    return value
 
 
 def check_int_tuple(model: str, option: str, value: object, length: int | None = None) -> tuple:

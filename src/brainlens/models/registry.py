@@ -101,7 +101,9 @@ MODELS: dict[str, ModelSpec] = {
         citation="Rieke et al. 2018, Visualizing convolutional networks for MRI-based "
         "diagnosis of Alzheimer's disease",
         notes="Valid convs; pool sizes (2, 3, 2, 3) inferred from the printed 5120-unit "
-        "flatten; dropout 0.8 before FC 128. Needs >= 78 voxels per axis.",
+        "flatten (with pool_ceil=false, the poster's floor pooling; the default ceil pooling "
+        "lets the model see the whole input); dropout 0.8 before FC 128. Needs >= 43 voxels "
+        "per axis (78 with pool_ceil=false).",
     ),
     "eitel_baseline_3d": ModelSpec(
         builder=eitel2019.build_baseline,

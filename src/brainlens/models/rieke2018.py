@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from brainlens.models._layers import (
+    check_bool,
     check_int_tuple,
     check_probability,
     conv_out,
@@ -31,6 +32,13 @@ class Rieke2018CNN3D(nn.Module):
         Pooling kernel (= stride) after each conv. Default (2, 3, 2, 3): the poster only says
         "pooling after each convolution"; these sizes reproduce its printed 5120-unit flatten
         for its 193x229x193 inputs.
+    pool_ceil : bool
+        Pool with ``ceil_mode`` (default True), so a last partial window covers the
+        trailing positions. False is the poster's (Keras 'valid') floor pooling, which
+        reproduces its parameter count but drops those positions: on the 2 mm MNI grid
+        (91x109x91) the model would never see the last 13/31/13 voxels along x/y/z,
+        i.e. the right temporal pole, most of the frontal lobe and the vertex
+        (:func:`brainlens.models.field_of_view` shows it).
     dropout : float
         Dropout before the first FC layer (the poster: 0.8, PyTorch drop probability).
     dropout2 : float
@@ -47,6 +55,7 @@ class Rieke2018CNN3D(nn.Module):
         in_shape: tuple[int, ...],
         n_classes: int,
         pool_sizes: tuple[int, ...] = (2, 3, 2, 3),
+        pool_ceil: bool = True,
         dropout: float = 0.8,
         dropout2: float = 0.0,
     ) -> None:
@@ -55,7 +64,7 @@ class Rieke2018CNN3D(nn.Module):
 
         def axis(n: int) -> int:
             for p in pool_sizes:
-                n = pool_out(conv_out(n, 3), p)
+                n = pool_out(conv_out(n, 3), p, ceil=pool_ceil)
             return n
 
         out = require_spatial(NAME, spatial, axis)
@@ -66,7 +75,7 @@ class Rieke2018CNN3D(nn.Module):
                 nn.Conv3d(prev, f, 3),
                 nn.BatchNorm3d(f),
                 nn.ReLU(inplace=False),
-                nn.MaxPool3d(p),
+                nn.MaxPool3d(p, ceil_mode=pool_ceil),
             ]
             prev = f
         self.features = nn.Sequential(*layers)
@@ -92,6 +101,7 @@ def build(
     in_shape: tuple[int, ...],
     n_classes: int,
     pool_sizes: tuple[int, ...] = (2, 3, 2, 3),
+    pool_ceil: bool = True,
     dropout: float = 0.8,
     dropout2: float = 0.0,
 ) -> nn.Module:
@@ -100,6 +110,7 @@ def build(
         in_shape,
         n_classes,
         pool_sizes=check_int_tuple(NAME, "pool_sizes", pool_sizes, 4),
+        pool_ceil=check_bool(NAME, "pool_ceil", pool_ceil),
         dropout=check_probability(NAME, "dropout", dropout),
         dropout2=check_probability(NAME, "dropout2", dropout2),
     )
