@@ -184,6 +184,18 @@ def test_resume_refuses_other_settings(data, tmp_path):
     run(data, tmp_path / "x", lr=0.5, resume=False)
 
 
+def test_resume_refuses_a_checkpoint_of_another_architecture(data, tmp_path):
+    """Same config, but the model's default changed (e.g. after an upgrade)."""
+
+    def wider(name, *, in_shape, n_classes, width=4, **options):
+        return tiny_factory(name, in_shape=in_shape, n_classes=n_classes, width=6, **options)
+
+    with pytest.raises(TrainingInterrupted):
+        run(data, tmp_path / "x", stop_after_epoch=1, model_options={})
+    with pytest.raises(ConfigError, match="other settings"):
+        run(data, tmp_path / "x", model_options={}, model_factory=wider)
+
+
 def test_stale_checkpoint_restarts_when_asked(data, tmp_path):
     with pytest.raises(TrainingInterrupted):
         run(data, tmp_path / "x", stop_after_epoch=1)

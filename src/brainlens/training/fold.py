@@ -384,6 +384,9 @@ def train_fold(
                         "version": CHECKPOINT_VERSION,
                         "model": model,
                         "options": model_options,
+                        # the built layers: a new default in a model (e.g. ceil pooling)
+                        # must not resume an old checkpoint of another shape
+                        "architecture": [[k, list(v.shape)] for k, v in net.state_dict().items()],
                         "batch_size": batch_size,
                         "lr": lr,
                         "optimizer": optimizer,
