@@ -171,13 +171,76 @@ def test_sanity_checks_table(stage: dict, tmp_path: Path, model: str) -> None:
     )
     assert len(out) == 2 and (out["label"] == "patient").all()
     assert out["spearman_random"].between(-1, 1).all()
-    # 3D maps are compared inside the brain; a 2D model's slice maps as a whole
-    domain = "brain_mask" if model == "eitel_baseline_3d" else "all_voxels"
+    # 3D maps are compared inside the brain and the model's view; a 2D model's slice maps whole
+    domain = "brain_mask_in_view" if model == "eitel_baseline_3d" else "all_voxels"
     assert (out["randomization_domain"] == domain).all()
+    share = out["field_of_view_brain_share"]
+    assert (share == 1.0).all() if model == "eitel_baseline_3d" else share.isna().all()
     assert out["gt_rank"].between(1, 3).all()
     curves = pd.read_csv(tmp_path / "deletion.tsv", sep="\t")
     assert set(curves["curve"]) == {"relevance", "random"}
     assert len(curves) == 2 * 2 * 5
+
+
+def test_sanity_checks_compare_maps_only_where_the_model_sees(
+    stage: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model blind to part of the grid: the randomisation statistic skips that part."""
+    import brainlens.attribution.sanity as sanity_mod
+    import brainlens.explain as explain_mod
+
+    attribute_fold(
+        model_path=stage["models"]["eitel_baseline_3d"],
+        packs=stage["packs"],
+        folds_tsv=stage["root"] / "folds.tsv",
+        fold=0,
+        method="gradients",
+        options={},
+        atlas_nii=None,
+        out_dir=tmp_path / "maps",
+        out_table=tmp_path / "maps.tsv",
+        seed=3,
+    )
+    brain = np.zeros((SIDE,) * 3, np.uint8)
+    brain[2:14, 2:14, 2:14] = 1
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    nib.save(nib.Nifti1Image(brain, AFFINE), str(template_paths(templates, 2.0)["brain_mask"]))
+
+    def half_view(model, in_shape):  # the model "sees" x < 8 only
+        seen = np.zeros(in_shape[1:], bool)
+        seen[:8] = True
+        return seen
+
+    masks = []
+    real_check = sanity_mod.randomization_check
+
+    def spy(*args, **kwargs):
+        masks.append(kwargs["mask"])
+        return real_check(*args, **kwargs)
+
+    monkeypatch.setattr(explain_mod, "field_of_view_mask", half_view)
+    monkeypatch.setattr(sanity_mod, "randomization_check", spy)
+    out = sanity_checks(
+        model_paths=[stage["models"]["eitel_baseline_3d"]],
+        attribution_tables=[tmp_path / "maps.tsv"],
+        packs=stage["packs"],
+        method="gradients",
+        options={},
+        atlas_nii=None,
+        ground_truth=None,
+        out_table=tmp_path / "sanity.tsv",
+        out_deletion=tmp_path / "deletion.tsv",
+        seed=4,
+        deletion_steps=2,
+        templates_dir=templates,
+        resolution=2.0,
+    )
+    assert out["field_of_view_brain_share"].tolist() == [0.5]  # x 2..7 of 2..13
+    assert len(masks) == 1
+    expected = brain.astype(bool)
+    expected[8:] = False
+    assert np.array_equal(masks[0], expected)
 
 
 def test_sanity_checks_refuse_a_brain_mask_on_another_grid(stage: dict, tmp_path: Path) -> None:

@@ -223,6 +223,8 @@ def make_results(root: Path, *, folds: tuple[int, ...] = (0, 1), ground_truth: b
                         "method": method,
                         "spearman_random": 0.9 if fails else 0.1,
                         "ssim_random": 0.8 if fails else 0.2,
+                        # with ground truth, a model blind to a fifth of the brain
+                        "field_of_view_brain_share": 0.8 if ground_truth else 1.0,
                         "passes_randomization": not fails,
                         "deletion_aoc": 0.3,
                         "deletion_aoc_random": 0.1,
@@ -370,6 +372,13 @@ def test_method_failing_randomisation_is_flagged(with_gt):
     maps = text.split('id="maps"')[1].split('id="regions"')[0]
     gradients_part = maps.split('id="maps-tiny3d-gradients"')[1]
     assert "fails randomisation check" in gradients_part
+
+
+def test_partial_field_of_view_is_flagged(with_gt, without_gt):
+    for (_, _, text), blind in ((with_gt, True), (without_gt, False)):
+        checks = text.split('id="meaningful"')[1]
+        assert ("sees only 80% of the brain mask" in checks) is blind
+        assert "sees only" not in text.split('id="meaningful"')[0]
 
 
 def test_ground_truth_only_with_ground_truth(with_gt, without_gt):

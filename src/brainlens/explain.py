@@ -29,8 +29,9 @@ import torch
 
 from brainlens.attribution import attribute, mean_maps, method_base, save_map
 from brainlens.attribution._common import count_forward_passes
-from brainlens.errors import ConfigError, InputFileError
+from brainlens.errors import ConfigError, InputFileError, ModelError
 from brainlens.folds import read_folds, scan_id
+from brainlens.models import field_of_view_mask
 from brainlens.packing import open_pack
 from brainlens.training import load_trained_model
 
@@ -231,7 +232,10 @@ def sanity_checks(
       ``templates_dir`` and ``resolution`` (the ``templates`` rule's output) the
       correlation of 3D maps is taken with the template's brain mask,
       inside the brain only, where the explanation matters (shared zeros outside the
-      head would otherwise count as agreement); 2D models' maps are compared whole;
+      head would otherwise count as agreement), and inside the model's field of view
+      (:func:`brainlens.models.field_of_view`: voxels a model cannot see get zero
+      relevance from any weights, another source of agreement that says nothing about
+      the weights); 2D models' maps are compared whole;
     * deletion curve of the saved map against a random map of the same scan;
     * with ``ground_truth`` (``{"atlas", "region", "label", ...}``), the planted
       region's rank, the share of relevance mass inside it and a pointing-game hit,
@@ -239,8 +243,10 @@ def sanity_checks(
       the ground truth's atlas).
 
     Writes ``out_table`` (one row per checked scan: ``fold, scan_id, method,
-    spearman_random, randomization_domain, ssim_random, passes_randomization, deletion_aoc,
-    deletion_aoc_random, gt_rank, gt_mass_share, gt_pointing_hit``) and
+    spearman_random, randomization_domain, field_of_view_brain_share, ssim_random,
+    passes_randomization, deletion_aoc, deletion_aoc_random, gt_rank, gt_mass_share,
+    gt_pointing_hit``; ``field_of_view_brain_share`` is the share of the brain mask the
+    model can see, NaN without a brain mask) and
     ``out_deletion`` (``fold, scan_id, curve, fraction, score``).
     """
     from brainlens.attribution.sanity import (
@@ -280,6 +286,7 @@ def sanity_checks(
     for model_path, table_path in pairs[:max_folds]:
         model, meta = load_trained_model(Path(model_path).parent)
         to_input = _model_input(meta)
+        seen: np.ndarray | None = None  # the model's field of view (3D models, computed once)
         table = pd.read_csv(table_path, sep="\t", dtype={"label": str})
         positive = gt.get("positive_class") if gt else None
         preferred = table[table["label"] == positive] if positive else table.iloc[0:0]
@@ -294,7 +301,24 @@ def sanity_checks(
                 if x.ndim == 5
                 else attribute(model, x, method=method, target=int(rec["target"]), **opts)
             )
-            in_brain = brain if (brain is not None and x.ndim == 5) else None
+            in_brain, seen_share = None, float("nan")
+            if brain is not None and x.ndim == 5:
+                if seen is None:
+                    seen = field_of_view_mask(model, tuple(x.shape[1:]))
+                    if seen.shape != brain.shape:
+                        raise InputFileError(
+                            Path(model_path),
+                            f"model input grid {seen.shape} differs from the brain mask's "
+                            f"{brain.shape}",
+                            "train and explain on the same preprocess.resolution",
+                        )
+                in_brain = brain & seen
+                seen_share = float(in_brain.sum() / brain.sum())
+                if not in_brain.any():
+                    raise ModelError(
+                        f"{model_path}: the model sees no voxel of the brain mask; "
+                        "expected its field of view to cover the brain"
+                    )
             rand = randomization_check(
                 model,
                 x,
@@ -319,7 +343,8 @@ def sanity_checks(
                 "label": rec["label"],
                 "method": method,
                 "spearman_random": float(last["spearman"]),
-                "randomization_domain": "all_voxels" if in_brain is None else "brain_mask",
+                "randomization_domain": "all_voxels" if in_brain is None else "brain_mask_in_view",
+                "field_of_view_brain_share": seen_share,
                 "ssim_random": float(last["ssim"]),
                 "passes_randomization": bool(passes_randomization(rand)),
                 "deletion_aoc": area_over_curve(fr, sc),

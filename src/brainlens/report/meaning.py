@@ -176,6 +176,26 @@ def meaning_section(
             sub.body = note(f"No sanity-check results for model {esc(model)}.", "warn")
             sec.children.append(sub)
             continue
+        view = pd.concat(
+            [
+                pd.to_numeric(t["field_of_view_brain_share"], errors="coerce")
+                for t in tables.values()
+                if t is not None and "field_of_view_brain_share" in t
+            ]
+            or [pd.Series(dtype=float)]
+        ).dropna()
+        if len(view) and view.min() < 1:
+            body.append(
+                note(
+                    f"⚠ <b>Model {esc(model)} sees only {fmt_pct(view.min())} of the brain "
+                    "mask</b>: its layers never read the other voxels (e.g. pooling that drops "
+                    "the trailing positions of an axis), so every method gives them zero or "
+                    "interpolated relevance whatever the model learned, and regions there rank "
+                    "last. They are left out of the randomisation comparison. Fix: a model or "
+                    "option whose field of view covers the grid (brainlens.models.field_of_view).",
+                    "bad",
+                )
+            )
         failing = [c.method for c in have if c.fails]
         if failing:
             body.append(
@@ -206,7 +226,8 @@ def meaning_section(
                     "<b>Randomisation check.</b> One dot per checked scan: |Spearman ρ| between "
                     "the map of the trained model and the map of the fully randomised model, "
                     "inside the template brain mask for 3D maps (zeros shared outside the "
-                    "head would otherwise count as agreement); black bar: median. Low is good "
+                    "head would otherwise count as agreement), restricted to the voxels the "
+                    "model can see at all; black bar: median. Low is good "
                     "(the map depends on the learned weights); dots above the dashed line fail.",
                     f"randomisation check of {model}",
                 )
