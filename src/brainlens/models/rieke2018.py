@@ -36,8 +36,9 @@ class Rieke2018CNN3D(nn.Module):
         Pool with ``ceil_mode`` (default True), so a last partial window covers the
         trailing positions. False is the poster's (Keras 'valid') floor pooling, which
         reproduces its parameter count but drops those positions: on the 2 mm MNI grid
-        (91x109x91) the model would never see the last 13/31/13 voxels along x/y/z,
-        i.e. the right temporal pole, most of the frontal lobe and the vertex
+        (91x109x91) the model would never see the last 13/31/13 voxels along x/y/z:
+        the lateral right hemisphere beyond x = +66 mm, the prefrontal cortex in front
+        of y = +30 mm and the vertex, 14 % of the brain mask
         (:func:`brainlens.models.field_of_view` shows it).
     dropout : float
         Dropout before the first FC layer (the poster: 0.8, PyTorch drop probability).
