@@ -132,13 +132,13 @@ def test_region_occlusion_is_refused_for_2d_models(stage: dict, tmp_path: Path) 
         )
 
 
-@pytest.mark.parametrize("model", ["eitel_baseline_3d", "rao_2d"])
-def test_sanity_checks_table(stage: dict, tmp_path: Path, model: str) -> None:
-    root = stage["root"]
+def _gradient_maps_and_brain(stage: dict, tmp_path: Path, model: str) -> tuple[Path, np.ndarray]:
+    """Fold 0's gradient maps into tmp_path/maps.tsv and a toy brain mask as the templates
+    rule would write it; returns the templates folder and the mask."""
     attribute_fold(
         model_path=stage["models"][model],
         packs=stage["packs"],
-        folds_tsv=root / "folds.tsv",
+        folds_tsv=stage["root"] / "folds.tsv",
         fold=0,
         method="gradients",
         options={},
@@ -147,12 +147,18 @@ def test_sanity_checks_table(stage: dict, tmp_path: Path, model: str) -> None:
         out_table=tmp_path / "maps.tsv",
         seed=3,
     )
-    # the templates rule's brain mask, on the toy grid
     brain = np.zeros((SIDE,) * 3, np.uint8)
     brain[2:14, 2:14, 2:14] = 1
     templates = tmp_path / "templates"
     templates.mkdir()
     nib.save(nib.Nifti1Image(brain, AFFINE), str(template_paths(templates, 2.0)["brain_mask"]))
+    return templates, brain
+
+
+@pytest.mark.parametrize("model", ["eitel_baseline_3d", "rao_2d"])
+def test_sanity_checks_table(stage: dict, tmp_path: Path, model: str) -> None:
+    root = stage["root"]
+    templates, _ = _gradient_maps_and_brain(stage, tmp_path, model)
     out = sanity_checks(
         model_paths=[stage["models"][model]],
         attribution_tables=[tmp_path / "maps.tsv"],
@@ -189,23 +195,7 @@ def test_sanity_checks_compare_maps_only_where_the_model_sees(
     import brainlens.attribution.sanity as sanity_mod
     import brainlens.explain as explain_mod
 
-    attribute_fold(
-        model_path=stage["models"]["eitel_baseline_3d"],
-        packs=stage["packs"],
-        folds_tsv=stage["root"] / "folds.tsv",
-        fold=0,
-        method="gradients",
-        options={},
-        atlas_nii=None,
-        out_dir=tmp_path / "maps",
-        out_table=tmp_path / "maps.tsv",
-        seed=3,
-    )
-    brain = np.zeros((SIDE,) * 3, np.uint8)
-    brain[2:14, 2:14, 2:14] = 1
-    templates = tmp_path / "templates"
-    templates.mkdir()
-    nib.save(nib.Nifti1Image(brain, AFFINE), str(template_paths(templates, 2.0)["brain_mask"]))
+    templates, brain = _gradient_maps_and_brain(stage, tmp_path, "eitel_baseline_3d")
 
     def half_view(model, in_shape):  # the model "sees" x < 8 only
         seen = np.zeros(in_shape[1:], bool)
