@@ -1,4 +1,4 @@
-"""The analysis grid: MNI152 space at 1, 1.5 or 2 mm.
+"""The analysis grid: MNI152 space at 1, 1.5, 2 or 4 mm.
 
 All preprocessed maps, attribution maps and resampled atlases share one grid,
 defined by the bounding box SPM/CAT12 use (x -90..90, y -126..90, z -72..108 mm),
@@ -18,7 +18,7 @@ BBOX_MIN = np.array([-90.0, -126.0, -72.0])
 #: The upper corner of the bounding box (mm, RAS+).
 BBOX_MAX = np.array([90.0, 90.0, 108.0])
 #: Resolutions the workflow supports (mm, isotropic).
-RESOLUTIONS = (1.0, 1.5, 2.0)
+RESOLUTIONS = (1.0, 1.5, 2.0, 4.0)
 #: The name of the template space written into file names.
 SPACE = "MNI152NLin2009cSym"
 
@@ -34,7 +34,8 @@ def mni_grid(resolution: float) -> tuple[tuple[int, int, int], np.ndarray]:
     Returns
     -------
     shape : tuple of int
-        (X, Y, Z); (181, 217, 181) at 1 mm, (121, 145, 121) at 1.5 mm, (91, 109, 91) at 2 mm.
+        (X, Y, Z); (181, 217, 181) at 1 mm, (121, 145, 121) at 1.5 mm, (91, 109, 91) at 2 mm,
+        (46, 55, 46) at 4 mm.
     affine : ndarray, shape (4, 4)
         Voxel-to-world (RAS+ mm) affine.
     """
@@ -70,7 +71,7 @@ def template_paths(out_dir: Path, resolution: float) -> dict[str, Path]:
     out_dir : Path
         Folder of the templates.
     resolution : float
-        Grid resolution in mm (1, 1.5 or 2).
+        Grid resolution in mm (1, 1.5, 2 or 4).
 
     Returns
     -------

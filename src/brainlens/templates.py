@@ -134,7 +134,7 @@ def build_templates(out_dir: Path, *, resolution: float) -> dict[str, Path]:
     out_dir : Path
         Output folder (created).
     resolution : float
-        Grid resolution in mm (1, 1.5 or 2); see :func:`brainlens.grid.mni_grid`.
+        Grid resolution in mm (1, 1.5, 2 or 4); see :func:`brainlens.grid.mni_grid`.
 
     Returns
     -------

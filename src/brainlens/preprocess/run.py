@@ -151,7 +151,7 @@ def run_t1w_preproc(
     templates_dir : Path
         Folder written by :func:`brainlens.templates.build_templates` at ``resolution``.
     resolution : float
-        MNI grid resolution in mm (1, 1.5, 2).
+        MNI grid resolution in mm (1, 1.5, 2 or 4).
     skullstrip : {"deepbet", "ants_template"}
     seed : int
         ANTs registration seed.

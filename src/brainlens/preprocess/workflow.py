@@ -226,7 +226,8 @@ def init_t1w_preproc_wf(
     registration_resolution : float
         The brain is registered to the template resampled to this grid (mm) when the
         analysis grid is finer (cost), then every output is resampled with the same
-        transform onto the analysis grid.
+        transform onto the analysis grid. On a coarser analysis grid (4 mm) it is
+        registered to that grid's template, which is cheaper and coarser.
 
     Returns
     -------
