@@ -368,6 +368,23 @@ def test_the_default_config_model_sees_the_whole_default_grid() -> None:
         assert field_of_view(model, in_shape) == tuple((0, n) for n in shape), name
 
 
+def test_layers_named_in_the_default_config_exist() -> None:
+    """A ``layer`` option in the shipped config names a submodule of that model on its grid."""
+    cfg = yaml.safe_load((Path(__file__).parents[1] / "config" / "config.yaml").read_text())
+    shape, _ = mni_grid(cfg["preprocess"]["resolution"])
+    in_shape = (len(cfg["train"]["inputs"]), *shape)
+    per_model = cfg["attribution"].get("model_methods") or {}
+    for name, methods in per_model.items():
+        modules = dict(
+            build_model(
+                name, in_shape=in_shape, n_classes=2, **cfg["train"]["model_options"]
+            ).named_modules()
+        )
+        for key, options in methods.items():
+            if "layer" in (options or {}):
+                assert options["layer"] in modules, (name, key, options["layer"])
+
+
 def test_field_of_view_refuses_a_model_blind_to_its_input() -> None:
     class Constant(nn.Module):
         def __init__(self) -> None:
