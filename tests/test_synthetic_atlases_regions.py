@@ -209,3 +209,21 @@ def test_method_agreement_is_a_rank_correlation(tmp_path: Path) -> None:
     corr = method_agreement({m: tmp_path / f"{m}.tsv" for m in "abc"})
     assert corr.loc["a", "b"] == pytest.approx(1.0)
     assert corr.loc["a", "c"] == pytest.approx(-1.0)
+
+
+@pytest.mark.slow
+def test_the_shipped_demo_config_generates_every_subject_without_folding() -> None:
+    """The README's demo command must not stop in demo generation (it did with shrink 0.3)."""
+    import yaml
+
+    from brainlens.seeding import derive_seed
+    from brainlens.synthetic import DemoSpec, plan_dataset, subject_anatomy
+
+    cfg = yaml.safe_load((Path(__file__).parents[1] / "config" / "config.yaml").read_text())
+    spec = DemoSpec(**cfg["demo"])
+    seed = derive_seed(cfg["seed"], "demo")  # as workflow/rules/common.smk
+    plan = plan_dataset(spec, seed=seed).drop_duplicates("participant_id")
+    for row in plan.to_dict("records"):
+        subject_anatomy(
+            spec, seed=seed, index=int(row["index"]), is_patient=row[spec.label_column] == "patient"
+        )

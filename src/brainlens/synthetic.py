@@ -363,6 +363,32 @@ def scan_relpath(participant_id: str, session_id: str) -> str:
     return f"{participant_id}/{session_id}/anat/{participant_id}_{session_id}_T1w.nii.gz"
 
 
+def subject_anatomy(
+    spec: DemoSpec, *, seed: int, index: int, is_patient: bool
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """One demo subject's anatomy: the template head with its tissue loss, and its warp.
+
+    A patient's effect is ``spec.effect * U(0.8, 1.2)`` (at most 1), drawn from the
+    subject's own random stream, so it depends only on ``seed`` and ``index``.
+
+    Returns
+    -------
+    source : ndarray, shape (X, Y, Z)
+        Template head intensities with the planted tissue loss (patients).
+    displacement : tuple of 3 ndarrays, shape (X, Y, Z)
+        Sampling displacement in template voxels (deformation plus planted shrinkage).
+
+    Raises
+    ------
+    ConfigError
+        The displacement folds the anatomy (Jacobian determinant <= 0); the message names
+        ``demo.shrink`` and ``demo.deformation_mm``.
+    """
+    subject_rng = np.random.default_rng([seed, 1, index])
+    effect = spec.effect * subject_rng.uniform(0.8, 1.2) if is_patient else 0.0
+    return _subject_source(spec, subject_rng, min(effect, 1.0))
+
+
 def write_demo_subject(
     out_dir: Path, spec: DemoSpec, *, seed: int, participant_id: str, session_id: str | None = None
 ) -> list[Path]:
@@ -393,10 +419,8 @@ def write_demo_subject(
     if rows.empty:
         raise ConfigError(f"{participant_id}: not in the demo plan of {spec.n_subjects} subjects")
     index = int(rows["index"].iloc[0])
-    subject_rng = np.random.default_rng([seed, 1, index])
     is_patient = rows.iloc[0][spec.label_column] == "patient"
-    effect = spec.effect * subject_rng.uniform(0.8, 1.2) if is_patient else 0.0
-    source, disp = _subject_source(spec, subject_rng, min(effect, 1.0))
+    source, disp = subject_anatomy(spec, seed=seed, index=index, is_patient=is_patient)
     written = []
     for k, row in enumerate(rows.to_dict("records")):
         if session_id is not None and row["session_id"] != session_id:
