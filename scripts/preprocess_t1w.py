@@ -11,6 +11,7 @@ run_t1w_preproc(
     scan=snakemake.wildcards.scan,
     out_dir=snakemake.params.out_dir,
     templates_dir=snakemake.input.templates,
+    reg_templates_dir=snakemake.input.get("reg_templates"),
     resolution=snakemake.params.resolution,
     skullstrip=snakemake.params.skullstrip,
     seed=snakemake.params.seed,

@@ -126,3 +126,74 @@ def test_run_t1w_preproc_on_synthetic_head(tmp_path, tpl_dir):
     mask = np.asarray(nib.load(out / names["brain_mask"]).dataobj) > 0
     true = nib.as_closest_canonical(nib.load(ph.brain_mask))  # the mask is written in RAS
     assert dice(mask, np.asarray(true.dataobj) > 0) > 0.9
+
+
+def test_coarse_grid_needs_registration_grid_templates(tmp_path, tpl_dir):
+    # a 4 mm analysis grid is registered on the 2 mm grid: without its templates the
+    # run stops before any work, naming the missing piece and how to build it
+    ph = make_phantom(tmp_path / "in", seed=5, voxel_size=3.0)
+    build_templates(tmp_path / "tpl4", resolution=4.0)
+    with pytest.raises(InputFileError, match="reg_templates_dir") as err:
+        run_t1w_preproc(
+            ph.t1w, scan="sub-01", out_dir=tmp_path / "out", templates_dir=tmp_path / "tpl4",
+            resolution=4.0, skullstrip="ants_template", seed=1, threads=1,
+            work_dir=tmp_path / "w",
+        )  # fmt: skip
+    assert "resolution=2.0" in str(err.value)
+    with pytest.raises(InputFileError, match="registration template"):
+        run_t1w_preproc(
+            ph.t1w, scan="sub-01", out_dir=tmp_path / "out", templates_dir=tmp_path / "tpl4",
+            resolution=4.0, skullstrip="ants_template", seed=1, threads=1,
+            work_dir=tmp_path / "w", reg_templates_dir=tmp_path / "nowhere",
+        )  # fmt: skip
+    assert not (tmp_path / "out").exists()
+
+
+def test_coarse_grid_workflow_registers_on_the_registration_grid(tmp_path, tpl_dir):
+    from brainlens.templates import template_paths
+
+    build_templates(tmp_path / "tpl4", resolution=4.0)
+    wf = init_t1w_preproc_wf(
+        templates=template_paths(tmp_path / "tpl4", 4.0), resolution=4.0,
+        skullstrip="ants_template", seed=3, omp_nthreads=1,
+        reg_templates=template_paths(tpl_dir, 2.0),
+    )  # fmt: skip
+    names = set(wf.list_node_names())
+    assert {"t1w_to_grid", "probseg_to_grid", "modulated_to_grid"} <= names
+    # registration, priors and the head template are the 2 mm ones
+    assert all("res-2_" in f for f in wf.get_node("t1w2std").inputs.fixed_image)
+    assert all("res-2_" in f for f in wf.get_node("priors_to_t1w").inputs.input_image)
+    assert all("res-2_" in f for f in wf.get_node("skullstrip_wf.head_reg").inputs.moving_image)
+    assert wf.get_node("modulated_to_grid").inputs.resolution == 4.0
+    # a 2 mm analysis grid has no resampling step
+    wf2 = init_t1w_preproc_wf(
+        templates=template_paths(tpl_dir, 2.0), resolution=2.0, skullstrip="deepbet",
+        seed=3, omp_nthreads=1,
+    )  # fmt: skip
+    assert "modulated_to_grid" not in set(wf2.list_node_names())
+
+
+@pytest.mark.slow
+def test_run_t1w_preproc_on_the_4mm_grid(tmp_path, tpl_dir):
+    # registered, segmented and modulated on 2 mm, outputs resampled onto 4 mm: the
+    # modulated maps still sum to the native tissue volumes
+    ph = make_phantom(tmp_path / "in", seed=11, voxel_size=2.0, name="sub-01_T1w")
+    build_templates(tmp_path / "tpl4", resolution=4.0)
+    out = tmp_path / "out"
+    qc = run_t1w_preproc(
+        ph.t1w, scan="sub-01", out_dir=out, templates_dir=tmp_path / "tpl4", resolution=4.0,
+        skullstrip="ants_template", seed=7, threads=2, work_dir=tmp_path / "work",
+        reg_templates_dir=tpl_dir,
+    )  # fmt: skip
+    names = output_names("sub-01")
+    shape, affine = mni_grid(4.0)
+    for key in ("t1w", "probseg_GM", "modulated_GM", "modulated_WM"):
+        img = nib.load(out / names[key])
+        assert img.shape == shape
+        np.testing.assert_allclose(img.affine, affine, atol=1e-4)
+    print({k: qc[k] for k in ("corr_template", "gm_modulation_ratio", "seconds")})
+    assert qc["corr_template"] > 0.85
+    for t in ("gm", "wm", "csf"):
+        assert qc[f"{t}_modulation_ratio"] == pytest.approx(1.0, abs=0.05)
+    side = json.loads((out / names["modulated_GM"].replace(".nii.gz", ".json")).read_text())
+    assert side["Resolution"] == 4.0 and side["OutputsResampledFromGridResolution"] == 2.0

@@ -21,6 +21,10 @@ BBOX_MAX = np.array([90.0, 90.0, 108.0])
 RESOLUTIONS = (1.0, 1.5, 2.0, 4.0)
 #: The name of the template space written into file names.
 SPACE = "MNI152NLin2009cSym"
+#: Grid (mm) every scan is registered on: finer analysis grids register against the
+#: template resampled to it (cost), coarser ones register and segment here and only
+#: resample their outputs (a 4 mm registration carries half the demo's atrophy effect).
+REGISTRATION_RESOLUTION = 2.0
 
 
 def mni_grid(resolution: float) -> tuple[tuple[int, int, int], np.ndarray]:
@@ -50,6 +54,25 @@ def mni_grid(resolution: float) -> tuple[tuple[int, int, int], np.ndarray]:
     affine[:3, :3] *= res
     affine[:3, 3] = BBOX_MIN
     return shape, affine  # type: ignore[return-value]
+
+
+def registration_grid(resolution: float) -> float | None:
+    """The finer grid on which a scan is registered when ``resolution`` is coarser.
+
+    Parameters
+    ----------
+    resolution : float
+        Analysis grid resolution in mm.
+
+    Returns
+    -------
+    float or None
+        :data:`REGISTRATION_RESOLUTION` when the analysis grid is coarser than it (the
+        preprocessing then also needs that grid's templates), else ``None`` (registration
+        and outputs use the analysis grid's templates).
+    """
+    mni_grid(resolution)  # validates
+    return REGISTRATION_RESOLUTION if float(resolution) > REGISTRATION_RESOLUTION + 1e-6 else None
 
 
 def res_label(resolution: float) -> str:

@@ -8,7 +8,7 @@ from snakemake.utils import validate
 
 from brainlens.bids import scan_key, scan_subdir, scan_table
 from brainlens.config import attribution_methods, check_config, fold_ids, model_names
-from brainlens.grid import SPACE, res_label
+from brainlens.grid import SPACE, registration_grid, res_label
 from brainlens.seeding import derive_seed
 from brainlens.synthetic import DemoSpec, plan_dataset, scan_relpath
 
@@ -19,6 +19,11 @@ DEMO = config["bids_dir"] is None
 BIDS_DIR = "results/demo_bids" if DEMO else config["bids_dir"]
 RES = res_label(config["preprocess"]["resolution"])
 TEMPLATES = f"resources/templates/res-{RES}"
+#: A coarser analysis grid is registered on a finer one, with that grid's templates.
+REG_RES = registration_grid(config["preprocess"]["resolution"])
+REG_TEMPLATES = (
+    {"reg_templates": f"resources/templates/res-{res_label(REG_RES)}"} if REG_RES else {}
+)
 MODELS = model_names(config)
 FOLDS = fold_ids(config)
 #: (model, method key) pairs: ``attribution.model_methods`` can give a model its own set.
@@ -67,6 +72,7 @@ wildcard_constraints:
     atlas=r"[a-z0-9_]+",
     fold=r"\d+",
     input=r"[a-z_]+",
+    res=r"[0-9]+(p[0-9]+)?",
 
 
 #: BIDS-Derivatives names of one scan's outputs, relative to its anat/ folder.
@@ -118,6 +124,11 @@ def methods_of(model):
 def method_options(wildcards):
     """Options of ``wildcards.method`` for ``wildcards.model`` (key-sorted, see canonical)."""
     return canonical(attribution_methods(config, wildcards.model)[wildcards.method])
+
+
+def resolution_of(wildcards):
+    """The grid resolution (mm) named by a ``res`` wildcard (``1p5`` -> 1.5)."""
+    return float(wildcards.res.replace("p", "."))
 
 
 def raw_t1w(wildcards):

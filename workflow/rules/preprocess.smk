@@ -22,6 +22,7 @@ checkpoint check_inputs:
 
 rule preprocess_t1w:
     input:
+        **REG_TEMPLATES,
         t1w=raw_t1w,
         templates=TEMPLATES,
     output:

@@ -3,13 +3,13 @@
 
 rule templates:
     output:
-        directory(TEMPLATES),
+        directory("resources/templates/res-{res}"),
     log:
-        "logs/templates.log",
+        "logs/templates/res-{res}.log",
     conda:
         "../../envs/preprocess.yaml"
     params:
-        resolution=config["preprocess"]["resolution"],
+        resolution=resolution_of,
     script:
         "../../scripts/templates.py"
 

@@ -204,7 +204,7 @@ class ResampleToGrid(SimpleInterface):
         self._results["out_file"] = str(
             fileops.resample_to_grid_file(
                 self.inputs.in_file,
-                _out(runtime, "template_reg.nii.gz"),
+                _out(runtime, "resampled.nii.gz"),
                 resolution=self.inputs.resolution,
             )
         )

@@ -15,7 +15,7 @@ from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
 from brainlens.errors import BrainlensError, InputFileError, PreprocessingError
-from brainlens.grid import SPACE, mni_grid
+from brainlens.grid import REGISTRATION_RESOLUTION, SPACE, mni_grid, registration_grid
 from brainlens.preprocess import fileops, qc
 from brainlens.preprocess.checks import check_t1w
 from brainlens.preprocess.versions import ensure_ants_on_path, software_versions
@@ -136,6 +136,7 @@ def run_t1w_preproc(
     work_dir: Path,
     registration: dict | None = None,
     keep_work: bool = False,
+    reg_templates_dir: Path | None = None,
 ) -> dict:
     """Preprocess one T1w scan into MNI space and write its derivatives atomically.
 
@@ -165,6 +166,11 @@ def run_t1w_preproc(
     keep_work : bool
         Keep nipype's working directory after a success (about 150 MB per scan). It is
         always kept after a failure, for its crash files.
+    reg_templates_dir : Path, optional
+        Folder written by :func:`brainlens.templates.build_templates` at
+        :func:`brainlens.grid.registration_grid` ``(resolution)`` (2 mm); required when the
+        analysis grid is coarser than that (4 mm): the scan is registered, segmented and
+        modulated there and the outputs are resampled onto the analysis grid.
 
     Returns
     -------
@@ -191,6 +197,25 @@ def run_t1w_preproc(
                 f"template {k!r} for resolution {resolution} mm not found",
                 "run brainlens.templates.build_templates(templates_dir, resolution=...) first",
             )
+    reg_res = registration_grid(resolution)
+    reg_tpl = None
+    if reg_res is not None:
+        if reg_templates_dir is None:
+            raise InputFileError(
+                Path(templates_dir),
+                f"a {resolution} mm analysis grid is registered on the {reg_res} mm grid, "
+                "but no templates for that grid were given",
+                f"pass reg_templates_dir= a folder written by build_templates(..., "
+                f"resolution={reg_res})",
+            )
+        reg_tpl = template_paths(Path(reg_templates_dir), reg_res)
+        for k in TEMPLATE_KEYS:
+            if not reg_tpl[k].is_file():
+                raise InputFileError(
+                    reg_tpl[k],
+                    f"registration template {k!r} for resolution {reg_res} mm not found",
+                    f"run brainlens.templates.build_templates(dir, resolution={reg_res}) first",
+                )
     shape, affine = mni_grid(resolution)
     ensure_ants_on_path()
     os.environ.setdefault("NIPYPE_NO_ET", "1")
@@ -212,6 +237,7 @@ def run_t1w_preproc(
             seed=seed,
             omp_nthreads=threads,
             registration=registration,
+            reg_templates=reg_tpl,
         )
         wf.base_dir = str(work_dir / "nipype")
         wf.config["execution"].update(
@@ -247,7 +273,8 @@ def run_t1w_preproc(
             files["t1w"], tpl["t1w"], tpl["brain_mask"], files["brain_mask"],
             Path(res["tpl_mask_native"]),
         )  # fmt: skip
-        metrics |= qc.jacobian_metrics(Path(res["jacobian"]), tpl["brain_mask"])
+        # the Jacobian lives on the grid the modulation ran on
+        metrics |= qc.jacobian_metrics(Path(res["jacobian"]), (reg_tpl or tpl)["brain_mask"])
         v_mni = float(np.prod([resolution] * 3)) / 1000.0
         for t in TISSUES:
             mod = np.asarray(nib.load(files[f"modulated_{t}"]).dataobj, np.float64).sum() * v_mni
@@ -279,6 +306,8 @@ def run_t1w_preproc(
         params = {
             "Space": SPACE,
             "Resolution": float(resolution),
+            "RegistrationGridResolution": REGISTRATION_RESOLUTION,
+            "OutputsResampledFromGridResolution": reg_res,
             "SkullStripMethod": skullstrip,
             "Seed": int(seed),
             "Registration": REGISTRATION | (registration or {}),

@@ -17,6 +17,7 @@ from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
 from brainlens.errors import ConfigError
+from brainlens.grid import REGISTRATION_RESOLUTION
 from brainlens.preprocess.interfaces import (
     AntiAlias,
     ApplyMask,
@@ -199,7 +200,8 @@ def init_t1w_preproc_wf(
     name: str = "t1w_preproc_wf",
     registration: dict | None = None,
     atropos: dict | None = None,
-    registration_resolution: float = 2.0,
+    registration_resolution: float = REGISTRATION_RESOLUTION,
+    reg_templates: dict[str, Path] | None = None,
 ) -> pe.Workflow:
     """Build the T1w preprocessing workflow.
 
@@ -226,8 +228,17 @@ def init_t1w_preproc_wf(
     registration_resolution : float
         The brain is registered to the template resampled to this grid (mm) when the
         analysis grid is finer (cost), then every output is resampled with the same
-        transform onto the analysis grid. On a coarser analysis grid (4 mm) it is
-        registered to that grid's template, which is cheaper and coarser.
+        transform onto the analysis grid. On a coarser analysis grid (4 mm) the whole
+        chain (skull strip, registration, priors, modulation) runs on the templates of
+        this grid (``reg_templates``) and the MNI-space outputs are resampled onto the
+        analysis grid at the end (Gaussian anti-aliasing, then linear; densities, so
+        modulated sums times voxel volume still give native volumes). Registering
+        against the 4 mm template itself carried about half of the demo's planted
+        atrophy into the modulated maps (Cohen's d 1.9 vs 3.8 for 2 mm maps averaged to
+        4 mm).
+    reg_templates : dict of str to Path, optional
+        :func:`brainlens.templates.build_templates` at ``registration_resolution``;
+        required when ``resolution`` is coarser than it, unused otherwise.
 
     Returns
     -------
@@ -241,7 +252,8 @@ def init_t1w_preproc_wf(
         ``sqrt(resolution^2 - voxel^2)`` before resampling when the native voxels are
         finer than the grid, so the MNI maps are not aliased; sums are preserved)
         ``std_mod_probseg`` (lists ordered as :data:`TISSUES`), ``jacobian``
-        (det D phi on the MNI grid, see :func:`brainlens.preprocess.core.modulate`),
+        (det D phi on the MNI grid the modulation ran on, i.e. the registration grid when
+        the analysis grid is coarser; see :func:`brainlens.preprocess.core.modulate`),
         ``tpl_mask_native`` (template brain mask carried to the scan, for QC).
 
     Notes
@@ -264,7 +276,22 @@ def init_t1w_preproc_wf(
             f"templates: missing {missing} (expected files from build_templates at "
             f"resolution {resolution}); rerun brainlens.templates.build_templates"
         )
-    tpl = {k: str(Path(v).resolve()) for k, v in templates.items()}
+    coarse = float(resolution) > float(registration_resolution) + 1e-6
+    if coarse:
+        missing = [
+            k for k in need if not reg_templates or not Path(reg_templates.get(k, "")).is_file()
+        ]
+        if missing:
+            raise ConfigError(
+                f"reg_templates: missing {missing} (a {resolution} mm analysis grid is "
+                f"registered on the {registration_resolution} mm grid; expected files from "
+                f"build_templates at resolution {registration_resolution}); rerun "
+                "brainlens.templates.build_templates"
+            )
+    # templates of the grid the chain runs on (registration, priors, modulation)
+    work_templates = reg_templates if coarse else templates
+    work_res = float(registration_resolution) if coarse else float(resolution)
+    tpl = {k: str(Path(v).resolve()) for k, v in work_templates.items()}
     reg_settings = REGISTRATION | (registration or {})
     atr = ATROPOS | (atropos or {})
 
@@ -318,7 +345,7 @@ def init_t1w_preproc_wf(
     # fmt: on
 
     skullstrip_wf = init_skullstrip_wf(
-        skullstrip=skullstrip, templates=templates, seed=seed, omp_nthreads=omp_nthreads
+        skullstrip=skullstrip, templates=work_templates, seed=seed, omp_nthreads=omp_nthreads
     )
     mask_src = (skullstrip_wf, "outputnode.out_mask")
     workflow.connect([(n4, skullstrip_wf, [("output_image", "inputnode.in_file")])])
@@ -355,7 +382,7 @@ def init_t1w_preproc_wf(
         name="atropos",
         n_procs=omp_nthreads,
     )
-    antialias_t1w = pe.Node(AntiAlias(target_mm=float(resolution)), name="antialias_t1w")
+    antialias_t1w = pe.Node(AntiAlias(target_mm=work_res), name="antialias_t1w")
     t1w_to_std = pe.Node(
         ants.ApplyTransforms(
             reference_image=tpl["t1w"],
@@ -365,7 +392,7 @@ def init_t1w_preproc_wf(
         ),
         name="t1w_to_std",
     )
-    antialias_tissue = pe.Node(AntiAlias(target_mm=float(resolution)), name="antialias_tissue")
+    antialias_tissue = pe.Node(AntiAlias(target_mm=work_res), name="antialias_tissue")
     tissue_to_std = pe.MapNode(
         ants.ApplyTransforms(
             reference_image=tpl["t1w"],
@@ -431,12 +458,39 @@ def init_t1w_preproc_wf(
             ("composite_transform", "anat2std_xfm"),
             ("inverse_composite_transform", "std2anat_xfm"),
         ]),
-        (t1w_to_std, outputnode, [("output_image", "std_t1w")]),
         (atropos, outputnode, [("posteriors", "native_probseg")]),
-        (tissue_to_std, outputnode, [("output_image", "std_probseg")]),
-        (modulate, outputnode, [("out_files", "std_mod_probseg")]),
         (jacobian, outputnode, [("jacobian_image", "jacobian")]),
         (tpl_mask_to_t1w, outputnode, [("output_image", "tpl_mask_native")]),
+    ])
+    # fmt: on
+    if not coarse:
+        # fmt: off
+        workflow.connect([
+            (t1w_to_std, outputnode, [("output_image", "std_t1w")]),
+            (tissue_to_std, outputnode, [("output_image", "std_probseg")]),
+            (modulate, outputnode, [("out_files", "std_mod_probseg")]),
+        ])
+        # fmt: on
+        return workflow
+
+    # coarser analysis grid: resample the registration-grid MNI outputs onto it
+    t1w_to_grid = pe.Node(ResampleToGrid(resolution=float(resolution)), name="t1w_to_grid")
+    probseg_to_grid = pe.MapNode(
+        ResampleToGrid(resolution=float(resolution)), iterfield=["in_file"], name="probseg_to_grid"
+    )
+    modulated_to_grid = pe.MapNode(
+        ResampleToGrid(resolution=float(resolution)),
+        iterfield=["in_file"],
+        name="modulated_to_grid",
+    )
+    # fmt: off
+    workflow.connect([
+        (t1w_to_std, t1w_to_grid, [("output_image", "in_file")]),
+        (tissue_to_std, probseg_to_grid, [("output_image", "in_file")]),
+        (modulate, modulated_to_grid, [("out_files", "in_file")]),
+        (t1w_to_grid, outputnode, [("out_file", "std_t1w")]),
+        (probseg_to_grid, outputnode, [("out_file", "std_probseg")]),
+        (modulated_to_grid, outputnode, [("out_file", "std_mod_probseg")]),
     ])
     # fmt: on
     return workflow
