@@ -1,6 +1,6 @@
 """Incremental re-runs and failure isolation on a tiny user BIDS dataset.
 
-One module-scoped real run (``tests/data/config_tiny.yaml``: 2 mm, one holdout split, 1 epoch,
+One module-scoped real run (``tests/data/config_tiny.yaml``: the 4 mm grid registered on 2 mm, one holdout split, 1 epoch,
 ``gradients`` on one scan per fold, ``on_invalid_scan: exclude``) of a copy of this
 checkout on a synthetic BIDS dataset of 7 participants, one of them with a truncated
 ``.nii.gz``, run with ``--keep-going``. Then:
@@ -36,12 +36,14 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import nibabel as nib
 import pandas as pd
 import pytest
 import yaml
 from conftest import REPO, planned_jobs
 
 from brainlens.config import fold_ids
+from brainlens.grid import mni_grid
 from brainlens.synthetic import DemoSpec, write_demo_dataset
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
@@ -214,6 +216,12 @@ def test_other_scans_are_preprocessed(tiny_run: TinyRun) -> None:
     assert not (prep / CORRUPT).exists()
     qc = pd.read_csv(prep / "qc.tsv", sep="\t", dtype=str)
     assert sorted(qc["scan"]) == sorted(ok)
+    # the 4 mm grid is registered on 2 mm: both template grids were built, the outputs
+    # are on the 4 mm grid
+    templates = tiny_run.workdir / "resources" / "templates"
+    assert sorted(p.name for p in templates.iterdir()) == ["res-2", "res-4"]
+    gm = next((prep / ok[0] / "anat").glob("*_label-GM_desc-modulated_probseg.nii.gz"))
+    assert nib.load(gm).shape == mni_grid(4.0)[0]
 
 
 def test_folds_are_built_from_the_valid_scans(tiny_run: TinyRun) -> None:
