@@ -72,6 +72,7 @@ def one_scan(args: argparse.Namespace) -> dict:
     import nibabel as nib
     import numpy as np
 
+    from brainlens.grid import registration_grid
     from brainlens.preprocess import run_t1w_preproc
     from brainlens.preprocess.core import dice
     from brainlens.templates import build_templates
@@ -80,6 +81,11 @@ def one_scan(args: argparse.Namespace) -> dict:
     tpl_dir = out / f"templates_{args.one_res}"
     build_templates(tpl_dir, resolution=args.one_res)
     tpl15 = build_templates(out / "templates_1.5", resolution=1.5)
+    reg_res = registration_grid(args.one_res)  # 4 mm: registered on the 2 mm grid
+    reg_dir = None
+    if reg_res is not None:
+        reg_dir = out / f"templates_{reg_res}"
+        build_templates(reg_dir, resolution=reg_res)
     t1w, true_mask = _input_scan(args)
     tag = f"{args.source}_{args.one_method}_{args.one_res}"
     t0 = time.perf_counter()
@@ -93,6 +99,7 @@ def one_scan(args: argparse.Namespace) -> dict:
         seed=args.seed,
         threads=args.threads,
         work_dir=out / tag / "work",
+        reg_templates_dir=reg_dir,
     )
     wall = time.perf_counter() - t0
     mask = np.asarray(nib.load(qc["files"]["brain_mask"]).dataobj) > 0
@@ -164,7 +171,7 @@ def reference(args: argparse.Namespace) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--res", type=float, nargs="+", default=[1.5, 2.0])
+    p.add_argument("--res", type=float, nargs="+", default=[1.5, 2.0, 4.0])
     p.add_argument("--methods", nargs="+", default=["deepbet", "ants_template"])
     p.add_argument(
         "--source",

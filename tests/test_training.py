@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import nibabel as nib
 import numpy as np
@@ -12,7 +13,7 @@ import torch
 from torch import nn
 
 import brainlens.training.fold as fold_module
-from brainlens.errors import ConfigError
+from brainlens.errors import ConfigError, ModelError
 from brainlens.folds import write_folds
 from brainlens.packing import PackedDataset, pack_volumes
 from brainlens.training import (
@@ -22,7 +23,8 @@ from brainlens.training import (
     make_early_stopping,
     train_fold,
 )
-from brainlens.training.loop import recalibrate_batchnorm
+from brainlens.training.fold import select_restart
+from brainlens.training.loop import EarlyStopping, recalibrate_batchnorm
 
 torch.set_num_threads(1)
 SIDE = 8
@@ -466,6 +468,9 @@ def test_early_stopping_config_errors(cfg, error):
         (dict(epochs=0), "epochs"),
         (dict(fold=7), "fold=7"),
         (dict(class_names=["control"]), "class_names"),
+        (dict(restarts=0), "train.restarts"),
+        (dict(restarts=1.5), "train.restarts"),
+        (dict(restarts=True), "train.restarts"),
     ],
 )
 def test_train_fold_config_errors(data, tmp_path, kw, error):
@@ -602,3 +607,61 @@ def test_several_inputs_become_channels(data, tmp_path):
     net, meta = load_trained_model(tmp_path / "two", model_factory=tiny_factory)
     assert meta["inputs"] == ["gm", "t1w"] and meta["in_shape"][0] == 2
     assert net.conv.in_channels == 2
+
+
+def _restart(restart, best, mode="min"):
+    stopper = EarlyStopping(monitor="val_loss" if mode == "min" else "val_roc_auc", mode=mode)
+    stopper.best = best
+    return SimpleNamespace(restart=restart, stopper=stopper)
+
+
+@pytest.mark.parametrize(
+    "bests, mode, chosen",
+    [
+        ([0.9, 0.2, 0.5], "min", 1),  # lowest validation loss
+        ([0.6, 0.9, 0.7], "max", 1),  # highest validation AUC
+        ([0.3, 0.3, 0.1], "min", 2),
+        ([0.4, 0.4], "min", 0),  # a tie goes to the earliest restart
+        ([0.7], "max", 0),
+    ],
+)
+def test_select_restart_reads_the_best_validation_value(bests, mode, chosen):
+    runs = [_restart(r, b, mode) for r, b in enumerate(bests)]
+    assert select_restart(runs).restart == chosen
+
+
+def test_select_restart_needs_a_run():
+    with pytest.raises(ModelError, match="no finished restart"):
+        select_restart([])
+
+
+def test_restarts_keep_the_best_validation_run(data, tmp_path):
+    single = run(data, tmp_path / "one", epochs=3)
+    multi = run(data, tmp_path / "three", epochs=3, restarts=3, lr=0.02)
+    table = pd.read_csv(tmp_path / "three" / "restarts.tsv", sep="\t")
+    assert list(table["restart"]) == [0, 1, 2]
+    assert table["selected"].sum() == 1
+    best = table.loc[table["best_val_loss"].idxmin()]
+    assert bool(best["selected"]) and multi["restart"] == best["restart"]
+    assert multi["restarts"] == 3
+    # restart 0 is the single run: same selected value, own checkpoint name
+    assert table.loc[0, "best_val_loss"] == pytest.approx(single["best_val"])
+    for r in (1, 2):
+        assert (tmp_path / "three" / f"checkpoint-restart{r}.pt").is_file()
+    # the restarts really differ (other initialisation and sample order)
+    assert table["best_val_loss"].nunique() == 3
+    meta = torch.load(tmp_path / "three" / "model.pt", weights_only=True)["metadata"]
+    assert meta["restart"] == multi["restart"] and meta["restarts"] == 3
+    # history.tsv is the kept restart's: its best value is the selected one
+    hist = pd.read_csv(tmp_path / "three" / "history.tsv", sep="\t")
+    assert hist["val_loss"].min() == pytest.approx(best["best_val_loss"], rel=1e-5)
+
+
+def test_restarts_resume_after_a_kill_in_a_later_restart(data, tmp_path):
+    full = run(data, tmp_path / "full", epochs=3, restarts=2)
+    with pytest.raises(TrainingInterrupted, match="restart 1"):
+        run(data, tmp_path / "killed", epochs=3, restarts=2, stop_after_epoch=(1, 2))
+    assert not (tmp_path / "killed" / "metrics.json").exists()
+    ckpt = torch.load(tmp_path / "killed" / "checkpoint-restart1.pt", weights_only=True)
+    assert ckpt["epoch"] == 2
+    assert run(data, tmp_path / "killed", epochs=3, restarts=2) == full

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +160,38 @@ def _plot_learning_curve(
     tmp.replace(out)
 
 
+@dataclass
+class _Restart:
+    """One trained initialisation of a fold: its model (best weights not yet loaded),
+    loop state (history, best weights) and early-stopping record."""
+
+    restart: int
+    net: nn.Module
+    state: LoopState
+    stopper: EarlyStopping
+
+
+def select_restart(runs: Sequence[_Restart]) -> _Restart:
+    """The restart whose selected epoch has the best monitored validation value.
+
+    Parameters
+    ----------
+    runs : sequence of _Restart
+        Finished restarts of one fold, all monitoring the same validation value.
+
+    Returns
+    -------
+    _Restart
+        The one with the lowest (``mode="min"``) or highest (``"max"``) best value; ties
+        go to the earliest restart, so ``restarts=1`` is a single run. Only validation
+        values are compared: the test part is not read until the model is fixed.
+    """
+    if not runs:
+        raise ModelError("select_restart: no finished restart to select from")
+    sign = 1.0 if runs[0].stopper.mode == "min" else -1.0
+    return min(runs, key=lambda run: (sign * float(run.stopper.best), run.restart))
+
+
 def _check_args(epochs, batch_size, lr, optimizer, weight_decay, class_weights) -> None:
     if int(epochs) != epochs or epochs < 1:
         raise ConfigError(f"train.epochs: expected an integer >= 1, got {epochs!r}")
@@ -191,6 +224,7 @@ def train_fold(
     weight_decay: float = 0.0,
     early_stopping: Mapping[str, Any] | None = None,
     precise_bn: bool = False,
+    restarts: int = 1,
     class_weights: bool | str = False,
     augmentation: Mapping[str, Any] | None = None,
     lateralized: bool = False,
@@ -206,7 +240,7 @@ def train_fold(
     resume: bool = True,
     on_stale_checkpoint: str = "error",
     model_factory: ModelFactory | None = None,
-    stop_after_epoch: int | None = None,
+    stop_after_epoch: int | tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Train one model on one fold, select it on val, test it once.
 
@@ -219,7 +253,8 @@ def train_fold(
     fold : int
         Fold (or repeat) index.
     out_dir : path
-        Output folder (created): ``model.pt``, ``checkpoint.pt``, ``history.tsv``,
+        Output folder (created): ``model.pt``, ``checkpoint.pt`` (``checkpoint-restart<r>.pt``
+        for further restarts), ``restarts.tsv``, ``history.tsv`` (of the kept restart),
         ``learning_curve.png``, ``predictions.tsv``, ``metrics.json``.
     model : str
         Registry name (:data:`brainlens.models.MODELS`), or a name for ``model_factory``.
@@ -237,6 +272,13 @@ def train_fold(
         Recompute BatchNorm statistics on the training part after every epoch
         (:func:`brainlens.training.loop.recalibrate_batchnorm`), so validation and
         test see the network that was trained, not a trailing running average.
+    restarts : int
+        Independently initialised trainings of this fold (own weights, sample order and
+        augmentation; restart 0 is the single run of ``restarts=1``). The restart whose
+        selected epoch has the best monitored validation value is kept and tested;
+        ``restarts.tsv`` lists them all. On small cohorts a run sometimes fits the
+        training part through nuisance features and never learns the effect; its
+        validation loss then stays high, which is what this selection reads.
     class_weights : bool or "sampler"
         True: cross-entropy weighted by n / (K * n_class) of the training part;
         "sampler": draw training samples with probability 1 / n_class (with replacement).
@@ -275,8 +317,9 @@ def train_fold(
     model_factory : callable, optional
         ``factory(name, *, in_shape, n_classes, **options) -> nn.Module``; default
         :func:`brainlens.models.build_model`.
-    stop_after_epoch : int, optional
-        Test hook: raise :class:`TrainingInterrupted` after this epoch's checkpoint.
+    stop_after_epoch : int or (int, int), optional
+        Test hook: raise :class:`TrainingInterrupted` after this epoch's checkpoint (of
+        restart 0), or after epoch ``e`` of restart ``r`` for ``(r, e)``.
 
     Returns
     -------
@@ -284,6 +327,8 @@ def train_fold(
         The test metrics as written to ``metrics.json``.
     """
     _check_args(epochs, batch_size, lr, optimizer, weight_decay, class_weights)
+    if isinstance(restarts, bool) or int(restarts) != restarts or restarts < 1:
+        raise ConfigError(f"train.restarts: expected an integer >= 1, got {restarts!r}")
     augmenter = make_augmenter(augmentation, lateralized=lateralized)
     stopper = make_early_stopping(early_stopping)
     if stopper.start_epoch > epochs:
@@ -340,9 +385,6 @@ def train_fold(
         else:
             torch.use_deterministic_algorithms(bool(deterministic))
 
-        init_seed, data_seed = (int(s) for s in np.random.SeedSequence(int(seed)).generate_state(2))
-        generator = torch.Generator().manual_seed(data_seed)
-
         def dataset(rows: pd.DataFrame) -> PackedDataset:
             return PackedDataset(
                 opened,
@@ -356,8 +398,6 @@ def train_fold(
         train = dataset(train_rows)
         val = dataset(val_rows)
         in_shape = tuple(int(v) for v in train.batch([0]).shape[1:])
-        torch.manual_seed(init_seed)
-        net = factory(model, in_shape=in_shape, n_classes=len(names), **model_options).to(dev)
 
         counts = torch.bincount(train.labels, minlength=len(names)).double()
         if (counts == 0).any():
@@ -371,120 +411,173 @@ def train_fold(
         sample_weights = (
             (1.0 / counts)[train.labels].double() if class_weights == "sampler" else None
         )
-        opt_cls = torch.optim.Adam if optimizer == "adam" else torch.optim.AdamW
-        opt = opt_cls(net.parameters(), lr=lr, weight_decay=weight_decay)
-        scaler = None
-        if use_amp and not torch.cuda.is_bf16_supported():
-            scaler = torch.amp.GradScaler("cuda")
-
-        fingerprint = hashlib.sha256(
-            json.dumps(
-                to_jsonable(
-                    {
-                        "version": CHECKPOINT_VERSION,
-                        "model": model,
-                        "options": model_options,
-                        # the built layers: a new default in a model (e.g. ceil pooling)
-                        # must not resume an old checkpoint of another shape
-                        "architecture": [[k, list(v.shape)] for k, v in net.state_dict().items()],
-                        "batch_size": batch_size,
-                        "lr": lr,
-                        "optimizer": optimizer,
-                        "weight_decay": weight_decay,
-                        "early_stopping": stopper.state(),
-                        # only when on, so checkpoints made before the option still resume
-                        **({"precise_bn": True} if precise_bn else {}),
-                        "class_weights": class_weights,
-                        "augmentation": augmentation,
-                        "lateralized": lateralized,
-                        "transform": transform_cfg,
-                        "seed": seed,
-                        "inputs": input_names,
-                        "class_names": names,
-                        "amp": use_amp,
-                        "train": list(zip(train.scan_ids, train.labels.tolist(), strict=True)),
-                        "val": list(zip(val.scan_ids, val.labels.tolist(), strict=True)),
-                    }
-                ),
-                sort_keys=True,
-                default=str,
-            ).encode()
-        ).hexdigest()
-
         if on_stale_checkpoint not in ("error", "restart"):
             raise ConfigError(
                 f"on_stale_checkpoint: expected error or restart, got {on_stale_checkpoint!r}"
             )
-        state = LoopState()
-        ckpt_path = out / "checkpoint.pt"
-        if resume and ckpt_path.is_file() and on_stale_checkpoint == "restart":
-            old = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-            if old.get("fingerprint") != fingerprint:
-                log.warning("%s: written with other settings; starting afresh", ckpt_path)
-                ckpt_path.unlink()
-        if resume and ckpt_path.is_file():
-            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-            if ckpt.get("fingerprint") != fingerprint:
-                raise ConfigError(
-                    f"{ckpt_path}: written with other settings or another folds table than "
-                    "this run. Fix: delete it (or pass resume=False) to start afresh"
+
+        def run_restart(restart: int) -> _Restart:
+            """Train one initialisation to the end (or resume it); keep its best epoch."""
+            # restart 0 keeps the seeds and checkpoint name of a single run
+            entropy = int(seed) if restart == 0 else [int(seed), restart]
+            init_seed, data_seed = (
+                int(s) for s in np.random.SeedSequence(entropy).generate_state(2)
+            )
+            generator = torch.Generator().manual_seed(data_seed)
+            stopper = make_early_stopping(early_stopping)
+            torch.manual_seed(init_seed)
+            net = factory(model, in_shape=in_shape, n_classes=len(names), **model_options).to(dev)
+            opt_cls = torch.optim.Adam if optimizer == "adam" else torch.optim.AdamW
+            opt = opt_cls(net.parameters(), lr=lr, weight_decay=weight_decay)
+            scaler = None
+            if use_amp and not torch.cuda.is_bf16_supported():
+                scaler = torch.amp.GradScaler("cuda")
+
+            fingerprint = hashlib.sha256(
+                json.dumps(
+                    to_jsonable(
+                        {
+                            "version": CHECKPOINT_VERSION,
+                            "model": model,
+                            "options": model_options,
+                            # the built layers: a new default in a model (e.g. ceil
+                            # pooling) must not resume an old checkpoint of another shape
+                            "architecture": [
+                                [k, list(v.shape)] for k, v in net.state_dict().items()
+                            ],
+                            "batch_size": batch_size,
+                            "lr": lr,
+                            "optimizer": optimizer,
+                            "weight_decay": weight_decay,
+                            "early_stopping": stopper.state(),
+                            # only when on, so checkpoints made before the option resume
+                            **({"precise_bn": True} if precise_bn else {}),
+                            **({"restart": restart} if restart else {}),
+                            "class_weights": class_weights,
+                            "augmentation": augmentation,
+                            "lateralized": lateralized,
+                            "transform": transform_cfg,
+                            "seed": seed,
+                            "inputs": input_names,
+                            "class_names": names,
+                            "amp": use_amp,
+                            "train": list(zip(train.scan_ids, train.labels.tolist(), strict=True)),
+                            "val": list(zip(val.scan_ids, val.labels.tolist(), strict=True)),
+                        }
+                    ),
+                    sort_keys=True,
+                    default=str,
+                ).encode()
+            ).hexdigest()
+
+            state = LoopState()
+            ckpt_path = out / (
+                "checkpoint.pt" if restart == 0 else f"checkpoint-restart{restart}.pt"
+            )
+            if resume and ckpt_path.is_file() and on_stale_checkpoint == "restart":
+                old = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+                if old.get("fingerprint") != fingerprint:
+                    log.warning("%s: written with other settings; starting afresh", ckpt_path)
+                    ckpt_path.unlink()
+            if resume and ckpt_path.is_file():
+                ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+                if ckpt.get("fingerprint") != fingerprint:
+                    raise ConfigError(
+                        f"{ckpt_path}: written with other settings or another folds table "
+                        "than this run. Fix: delete it (or pass resume=False) to start afresh"
+                    )
+                net.load_state_dict(ckpt["model"])
+                opt.load_state_dict(ckpt["optimizer"])
+                if scaler is not None and ckpt.get("scaler"):
+                    scaler.load_state_dict(ckpt["scaler"])
+                state = LoopState(
+                    epoch=int(ckpt["epoch"]),
+                    history=list(ckpt["history"]),
+                    best_state=ckpt["best_state"],
                 )
-            net.load_state_dict(ckpt["model"])
-            opt.load_state_dict(ckpt["optimizer"])
-            if scaler is not None and ckpt.get("scaler"):
-                scaler.load_state_dict(ckpt["scaler"])
-            state = LoopState(
-                epoch=int(ckpt["epoch"]),
-                history=list(ckpt["history"]),
-                best_state=ckpt["best_state"],
-            )
-            for key, value in ckpt["early_stopping"].items():
-                setattr(stopper, key, value)
-            _set_rng_state(ckpt["rng"], generator, dev)
+                for key, value in ckpt["early_stopping"].items():
+                    setattr(stopper, key, value)
+                _set_rng_state(ckpt["rng"], generator, dev)
 
-        def on_epoch_end(st: LoopState, es: EarlyStopping) -> None:
-            _atomic_torch_save(
-                {
-                    "fingerprint": fingerprint,
-                    "epoch": st.epoch,
-                    "model": net.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "scaler": scaler.state_dict() if scaler is not None else {},
-                    "rng": _rng_state(generator, dev),
-                    "history": st.history,
-                    "early_stopping": es.state(),
-                    "best_state": st.best_state,
-                },
-                ckpt_path,
-            )
-            if stop_after_epoch is not None and st.epoch >= stop_after_epoch:
-                raise TrainingInterrupted(f"stopped after epoch {st.epoch} (stop_after_epoch)")
+            def on_epoch_end(st: LoopState, es: EarlyStopping) -> None:
+                _atomic_torch_save(
+                    {
+                        "fingerprint": fingerprint,
+                        "epoch": st.epoch,
+                        "model": net.state_dict(),
+                        "optimizer": opt.state_dict(),
+                        "scaler": scaler.state_dict() if scaler is not None else {},
+                        "rng": _rng_state(generator, dev),
+                        "history": st.history,
+                        "early_stopping": es.state(),
+                        "best_state": st.best_state,
+                    },
+                    ckpt_path,
+                )
+                if stop_at is not None and (restart, st.epoch) >= stop_at:
+                    raise TrainingInterrupted(
+                        f"stopped after epoch {st.epoch} of restart {restart} (stop_after_epoch)"
+                    )
 
-        fit(
-            net,
-            train,
-            val,
-            state=state,
-            stopper=stopper,
-            epochs=int(epochs),
-            optimizer=opt,
-            loss_fn=loss_fn,
-            batch_size=int(batch_size),
-            generator=generator,
-            sample_weights=sample_weights,
-            augment=augmenter,
-            amp=use_amp,
-            scaler=scaler,
-            class_names=names,
-            on_epoch_end=on_epoch_end,
-            progress=progress,
-            precise_bn=bool(precise_bn),
+            fit(
+                net,
+                train,
+                val,
+                state=state,
+                stopper=stopper,
+                epochs=int(epochs),
+                optimizer=opt,
+                loss_fn=loss_fn,
+                batch_size=int(batch_size),
+                generator=generator,
+                sample_weights=sample_weights,
+                augment=augmenter,
+                amp=use_amp,
+                scaler=scaler,
+                class_names=names,
+                on_epoch_end=on_epoch_end,
+                progress=progress,
+                precise_bn=bool(precise_bn),
+            )
+            if state.best_state is None:
+                raise ModelError(
+                    f"fold {fold}: no epoch gave a finite {stopper.monitor} on the validation "
+                    "part. Fix: monitor val_loss, or check the val part has both classes"
+                )
+            return _Restart(restart, net, state, stopper)
+
+        stop_at = (
+            None
+            if stop_after_epoch is None
+            else (0, int(stop_after_epoch))
+            if isinstance(stop_after_epoch, int)
+            else tuple(int(v) for v in stop_after_epoch)
         )
-        if state.best_state is None:
-            raise ModelError(
-                f"fold {fold}: no epoch gave a finite {stopper.monitor} on the validation part. "
-                "Fix: monitor val_loss, or check the val part has both classes"
-            )
+        runs = []
+        for r in range(int(restarts)):
+            runs.append(run_restart(r))
+            log.info(
+                "fold %s restart %d: best %s %.4g at epoch %s",
+                fold, r, runs[-1].stopper.monitor, runs[-1].stopper.best,
+                runs[-1].stopper.best_epoch,
+            )  # fmt: skip
+        chosen = select_restart(runs)
+        net, state, stopper = chosen.net, chosen.state, chosen.stopper
+        _atomic_write_text(
+            out / "restarts.tsv",
+            pd.DataFrame(
+                [
+                    {
+                        "restart": run.restart,
+                        "best_epoch": run.stopper.best_epoch,
+                        f"best_{run.stopper.monitor}": run.stopper.best,
+                        "epochs_run": run.state.epoch,
+                        "selected": run is chosen,
+                    }
+                    for run in runs
+                ]
+            ).to_csv(sep="\t", index=False, float_format="%.6g"),
+        )
         history = pd.DataFrame(state.history)
         history["epoch"] = history["epoch"].astype(int)
         _atomic_write_text(
@@ -507,6 +600,8 @@ def train_fold(
             "best_epoch": stopper.best_epoch,
             "monitor": stopper.monitor,
             "best_value": stopper.best,
+            "restart": chosen.restart,
+            "restarts": int(restarts),
             "fold": int(fold),
             "seed": int(seed),
             "grid_shape": list(train.grid_shape),
@@ -538,6 +633,8 @@ def train_fold(
             fold=int(fold),
             model=model,
             best_epoch=stopper.best_epoch,
+            restart=chosen.restart,
+            restarts=int(restarts),
             epochs_run=int(state.epoch),
             stopped_early=bool(stopper.stopped),
             monitor=stopper.monitor,
