@@ -82,22 +82,27 @@ def _metrics_html(summary: pd.DataFrame, metrics: Mapping[str, dict]) -> str:
     folds = [i for i in summary.index if i not in ("mean", "sd", "ci95_low", "ci95_high")]
     cols = [c for c in TABLE_METRICS if c in summary.columns]
     rows, classes = [], []
+    restarts = max((int(m.get("restarts") or 1) for m in metrics.values()), default=1)
     for f in folds:
         r = {"fold": f}
         m = metrics.get(str(f), {})
         r["test scans"] = fmt(m.get("n_test", m.get("n")))
         r["best epoch"] = fmt(m.get("best_epoch"))
+        if restarts > 1:
+            kept = m.get("restart")
+            r["kept restart"] = "" if kept is None else f"{int(kept) + 1} of {m.get('restarts')}"
         r |= {TABLE_METRICS[c]: fmt(summary.loc[f, c]) for c in cols}
         rows.append(r)
         classes.append("")
+    blank = {"test scans": "", "best epoch": ""} | ({"kept restart": ""} if restarts > 1 else {})
     for key, label in (("mean", "mean"), ("sd", "SD")):
         if key in summary.index:
-            r = {"fold": label, "test scans": "", "best epoch": ""}
+            r = {"fold": label} | blank
             r |= {TABLE_METRICS[c]: fmt(summary.loc[key, c]) for c in cols}
             rows.append(r)
             classes.append("summary-row")
     if "ci95_low" in summary.index:
-        r = {"fold": "95% CI", "test scans": "", "best epoch": ""}
+        r = {"fold": "95% CI"} | blank
         for c in cols:
             lo, hi = clip01(_get(summary, "ci95_low", c)), clip01(_get(summary, "ci95_high", c))
             r[TABLE_METRICS[c]] = "–" if math.isnan(lo) else f"{fmt(lo, 2)} – {fmt(hi, 2)}"
@@ -119,7 +124,14 @@ def _metrics_html(summary: pd.DataFrame, metrics: Mapping[str, dict]) -> str:
         f"(chance level = 1/number of classes). {pos_txt}"
         "The 95% confidence interval of the mean is t-based over folds (bounds clipped to "
         "[0, 1]); folds share training data, so it is optimistic. – = undefined (e.g. a "
-        "test part without one of the classes).",
+        "test part without one of the classes)."
+        + (
+            f" Each fold was trained from {restarts} initialisations; the one with the best "
+            "validation value was kept (<i>kept restart</i>), the test part played no part "
+            "in that choice."
+            if restarts > 1
+            else ""
+        ),
     )
 
 
