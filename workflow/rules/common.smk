@@ -1,5 +1,6 @@
 # Shared set-up: config validation, the scan table, wildcard constraints, helpers.
 import os
+import sys
 from itertools import product
 from pathlib import Path
 

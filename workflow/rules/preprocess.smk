@@ -63,3 +63,35 @@ rule qc_table:
         "../../envs/preprocess.yaml"
     script:
         "../../scripts/qc_table.py"
+
+
+#: Scans that failed in preprocessing are listed here after a failed (--keep-going) run.
+FAILED_SCANS = "results/preprocess/failed_scans.tsv"
+
+
+def preprocess_jobs():
+    """Outputs and log of every scan's preprocessing job (excluded scans left out)."""
+    excluded = set(config["exclude_scans"])
+    return [
+        {
+            "scan": scan,
+            "participant_id": row.participant_id,
+            "session_id": row.session_id,
+            "outputs": [preproc_path(scan, key) for key in PREPROC_SUFFIXES],
+            "log": f"logs/preprocess/{row.subdir}/{scan}.log",
+        }
+        for scan, row in SCANS.iterrows()
+        if scan not in excluded
+    ]
+
+
+onsuccess:
+    Path(FAILED_SCANS).unlink(missing_ok=True)
+
+
+onerror:
+    from brainlens.preprocess import write_failure_summary
+
+    message = write_failure_summary(preprocess_jobs(), FAILED_SCANS)
+    if message:
+        print(message, file=sys.stderr)

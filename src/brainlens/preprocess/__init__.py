@@ -27,6 +27,7 @@ _LAZY = {
     "output_names": "brainlens.preprocess.run",
     "run_t1w_preproc": "brainlens.preprocess.run",
     "init_t1w_preproc_wf": "brainlens.preprocess.workflow",
+    "write_failure_summary": "brainlens.preprocess.failures",
 }
 __all__ = sorted(_LAZY)
 
