@@ -139,3 +139,23 @@ def raw_t1w(wildcards):
 def ground_truth_file():
     """The dataset's ground_truth.json as a list (empty when it has none)."""
     return [GROUND_TRUTH] if DEMO or os.path.exists(GROUND_TRUTH) else []
+
+
+#: Scans that failed in preprocessing are listed here after a failed (--keep-going) run.
+FAILED_SCANS = "results/preprocess/failed_scans.tsv"
+
+
+def preprocess_jobs():
+    """Outputs and log of every scan's preprocessing job (excluded scans left out)."""
+    excluded = set(config["exclude_scans"])
+    return [
+        {
+            "scan": scan,
+            "participant_id": row.participant_id,
+            "session_id": row.session_id,
+            "outputs": [preproc_path(scan, key) for key in PREPROC_SUFFIXES],
+            "log": f"logs/preprocess/{row.subdir}/{scan}.log",
+        }
+        for scan, row in SCANS.iterrows()
+        if scan not in excluded
+    ]

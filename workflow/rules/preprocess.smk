@@ -65,26 +65,7 @@ rule qc_table:
         "../../scripts/qc_table.py"
 
 
-#: Scans that failed in preprocessing are listed here after a failed (--keep-going) run.
-FAILED_SCANS = "results/preprocess/failed_scans.tsv"
-
-
-def preprocess_jobs():
-    """Outputs and log of every scan's preprocessing job (excluded scans left out)."""
-    excluded = set(config["exclude_scans"])
-    return [
-        {
-            "scan": scan,
-            "participant_id": row.participant_id,
-            "session_id": row.session_id,
-            "outputs": [preproc_path(scan, key) for key in PREPROC_SUFFIXES],
-            "log": f"logs/preprocess/{row.subdir}/{scan}.log",
-        }
-        for scan, row in SCANS.iterrows()
-        if scan not in excluded
-    ]
-
-
+# After a failed run (e.g. --keep-going), list the scans whose preprocessing failed.
 onsuccess:
     Path(FAILED_SCANS).unlink(missing_ok=True)
 
