@@ -167,8 +167,8 @@ def performance_section(
     """One subsection per model; returns the section and each model's headline score."""
     sec = Section("performance", "Model performance")
     sec.body = (
-        "<p>Each model was trained once per fold; the numbers below come from the test part "
-        "of each fold only.</p>"
+        "<p>Each fold's model was chosen on that fold's validation part; the numbers below "
+        "come from the test part of each fold only, seen once, by the chosen model.</p>"
     )
     scores = []
     for model in models:
