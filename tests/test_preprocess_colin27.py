@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 
 from brainlens.preprocess.core import dice
+from brainlens.preprocess.interfaces import WORK_EXT
+from brainlens.preprocess.workflow import N4
 
 CH2 = Path("/usr/share/mricron/templates/ch2.nii.gz")
 CH2BET = Path("/usr/share/mricron/templates/ch2bet.nii.gz")
@@ -45,7 +47,7 @@ def n4_head(tmp_path_factory):
     ras = reorient_file(CH2, d / "ch2_ras.nii.gz")
     res = ants.N4BiasFieldCorrection(
         dimension=3, input_image=str(ras), output_image=str(d / "ch2_n4.nii.gz"),
-        shrink_factor=4, n_iterations=[50, 50, 30], num_threads=2,
+        num_threads=2, **N4,  # the workflow's own settings
     ).run()  # fmt: skip
     return Path(res.outputs.output_image)
 
@@ -58,7 +60,7 @@ def test_skullstrip_dice_against_ch2bet(tmp_path, templates, n4_head, method):
     wf.base_dir = str(tmp_path)
     wf.inputs.inputnode.in_file = str(n4_head)
     wf.run(plugin="Linear")
-    mask_file = next(tmp_path.rglob("brain_mask.nii.gz"))
+    mask_file = next(tmp_path.rglob("brain_mask" + WORK_EXT))
     mask = np.asarray(nib.as_closest_canonical(nib.load(mask_file)).dataobj) > 0
     ref = np.asarray(nib.as_closest_canonical(nib.load(CH2BET)).dataobj) > 0
     d = dice(mask, ref)

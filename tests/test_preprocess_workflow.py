@@ -98,6 +98,8 @@ def test_run_t1w_preproc_on_synthetic_head(tmp_path, tpl_dir):
     expected = set(names.values()) | {v.replace(".nii.gz", ".json") for v in niftis}
     assert {p.name for p in out.iterdir()} == expected
     assert not (tmp_path / "work").exists()  # scratch removed after a success
+    for v in niftis:  # intermediates are uncompressed; published files must be gzip
+        assert (out / v).read_bytes()[:2] == b"\x1f\x8b", v
 
     shape, affine = mni_grid(2.0)
     for key in ("t1w", "probseg_GM", "probseg_WM", "probseg_CSF", "modulated_GM"):

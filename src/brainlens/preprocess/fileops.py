@@ -85,7 +85,12 @@ def apply_mask_file(in_file: Path, mask_file: Path, out_file: Path) -> Path:
 
 
 def make_priors_file(
-    prior_files: list[Path], mask_file: Path, out_dir: Path, *, floor: float = 0.01
+    prior_files: list[Path],
+    mask_file: Path,
+    out_dir: Path,
+    *,
+    floor: float = 0.01,
+    ext: str = ".nii.gz",
 ) -> str:
     """Write normalised Atropos priors ``prior_01..`` (in the given class order).
 
@@ -96,14 +101,16 @@ def make_priors_file(
     mask_file : Path
         The scan's brain mask.
     out_dir : Path
-        Folder for ``prior_%02d.nii.gz``.
+        Folder for ``prior_%02d<ext>``.
     floor : float
         See :func:`brainlens.preprocess.core.normalize_priors`.
+    ext : str
+        Image extension (``.nii.gz`` or ``.nii``).
 
     Returns
     -------
     str
-        The Atropos pattern ``<out_dir>/prior_%02d.nii.gz``.
+        The Atropos pattern ``<out_dir>/prior_%02d<ext>``.
     """
     ref = nib.load(mask_file)
     mask = np.asarray(ref.dataobj) > 0
@@ -112,8 +119,8 @@ def make_priors_file(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for i, p in enumerate(pri, start=1):
-        _save_like(p, ref, out_dir / f"prior_{i:02d}.nii.gz", np.float32)
-    return str(out_dir / "prior_%02d.nii.gz")
+        _save_like(p, ref, out_dir / f"prior_{i:02d}{ext}", np.float32)
+    return str(out_dir / f"prior_%02d{ext}")
 
 
 def antialias_file(in_file: Path, out_file: Path, *, target_mm: float) -> Path:

@@ -19,7 +19,7 @@ from brainlens.grid import REGISTRATION_RESOLUTION, SPACE, mni_grid, registratio
 from brainlens.preprocess import fileops, qc
 from brainlens.preprocess.checks import check_t1w
 from brainlens.preprocess.versions import ensure_ants_on_path, software_versions
-from brainlens.preprocess.workflow import ATROPOS, REGISTRATION, TISSUES, init_t1w_preproc_wf
+from brainlens.preprocess.workflow import ATROPOS, N4, REGISTRATION, TISSUES, init_t1w_preproc_wf
 from brainlens.templates import TEMPLATE_KEYS, template_paths
 
 
@@ -261,7 +261,8 @@ def run_t1w_preproc(
         for i, t in enumerate(TISSUES):
             _save_grid(Path(res["std_probseg"][i]), files[f"probseg_{t}"], shape, affine)
             _save_grid(Path(res["std_mod_probseg"][i]), files[f"modulated_{t}"], shape, affine)
-        shutil.copyfile(res["brain_mask"], files["brain_mask"])
+        # intermediates are uncompressed (interfaces.WORK_EXT): re-save, not copy
+        nib.save(nib.load(res["brain_mask"]), files["brain_mask"])
         shutil.copyfile(res["anat2std_xfm"], files["xfm_to_std"])
         shutil.copyfile(res["std2anat_xfm"], files["xfm_from_std"])
 
@@ -311,6 +312,7 @@ def run_t1w_preproc(
             "SkullStripMethod": skullstrip,
             "Seed": int(seed),
             "Registration": REGISTRATION | (registration or {}),
+            "N4": N4,
             "Atropos": ATROPOS,
             "Modulation": "modulated = probseg * det(D phi), phi: MNI -> native mm "
             "(CreateJacobianDeterminantImage of the composite anat2std displacement field); "
