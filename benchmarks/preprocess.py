@@ -260,7 +260,8 @@ def main() -> None:
     hdr += f" {'RSS_MB':>7} {'r_grid':>7} {'r_1p5':>6} {'dice':>6} {'GMmod':>6} {'load':>14}"
     hdr += "  wall of each run"
     print(
-        f"\nsource {args.source}, native voxel {args.voxel} mm, threads {args.threads}, "
+        f"\nsource {args.source}, native voxel "
+        f"{'1 (Colin27)' if args.source == 'colin27' else args.voxel} mm, threads {args.threads}, "
         f"seed {args.seed}, nproc {os.cpu_count()}, runs per row {args.repeat} (median wall)"
     )
     print(hdr)
