@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import nibabel as nib
@@ -204,6 +205,30 @@ def test_stale_checkpoint_restarts_when_asked(data, tmp_path):
     fresh = run(data, tmp_path / "fresh", lr=0.5)
     restarted = run(data, tmp_path / "x", lr=0.5, on_stale_checkpoint="restart")
     assert restarted == fresh
+
+
+def test_a_checkpoint_of_other_input_maps_is_not_resumed(data, tmp_path):
+    """Same settings and scans, other maps (the preprocessing re-ran): train afresh."""
+    import shutil
+
+    scans, packs, folds_tsv = data
+    npy, tsv = packs["gm"]
+    copy = {"gm": (tmp_path / "gm.npy", tmp_path / "gm.tsv")}
+    shutil.copyfile(npy, copy["gm"][0])
+    shutil.copyfile(tsv, copy["gm"][1])
+    shutil.copyfile(Path(npy).with_suffix(".json"), tmp_path / "gm.json")
+    mine = (scans, copy, folds_tsv)
+    first = run(mine, tmp_path / "x")
+    assert run(mine, tmp_path / "x") == first  # unchanged maps: the finished run resumes
+    arr = np.load(copy["gm"][0], mmap_mode="r+")
+    arr[:] = arr[:, ::-1]  # new maps for the same scans
+    arr.flush()
+    del arr
+    with pytest.raises(ConfigError, match="other input maps"):
+        run(mine, tmp_path / "x")
+    fresh = run(mine, tmp_path / "fresh")
+    assert fresh != first
+    assert run(mine, tmp_path / "x", on_stale_checkpoint="restart") == fresh
 
 
 class TinyBN(nn.Module):

@@ -209,6 +209,22 @@ def _check_args(epochs, batch_size, lr, optimizer, weight_decay, class_weights) 
         )
 
 
+def _data_digest(packs: Mapping[str, Any], scan_ids: Sequence[str]) -> str:
+    """SHA-256 of the packed maps of ``scan_ids`` in every pack (name order, row order).
+
+    Part of a checkpoint's fingerprint, so that maps re-made by the preprocessing (same
+    scans, other values) start training afresh instead of resuming a model of the old
+    maps.
+    """
+    h = hashlib.sha256()
+    for name in sorted(packs):
+        pack = packs[name]
+        h.update(name.encode())
+        for row in pack.rows(list(scan_ids)):
+            h.update(np.ascontiguousarray(pack.array[int(row)]).tobytes())
+    return h.hexdigest()
+
+
 def train_fold(
     *,
     packs: Mapping[str, tuple[str | Path, str | Path]],
@@ -416,6 +432,10 @@ def train_fold(
                 f"on_stale_checkpoint: expected error or restart, got {on_stale_checkpoint!r}"
             )
 
+        # what the model learns from: a checkpoint of the same settings and scans but of
+        # other maps (the preprocessing re-ran) must not be resumed
+        data_digest = _data_digest(opened, list(train.scan_ids) + list(val.scan_ids))
+
         def run_restart(restart: int) -> _Restart:
             """Train one initialisation to the end (or resume it); keep its best epoch."""
             # restart 0 keeps the seeds and checkpoint name of a single run
@@ -463,6 +483,7 @@ def train_fold(
                             "amp": use_amp,
                             "train": list(zip(train.scan_ids, train.labels.tolist(), strict=True)),
                             "val": list(zip(val.scan_ids, val.labels.tolist(), strict=True)),
+                            "data": data_digest,
                         }
                     ),
                     sort_keys=True,
@@ -477,14 +498,18 @@ def train_fold(
             if resume and ckpt_path.is_file() and on_stale_checkpoint == "restart":
                 old = torch.load(ckpt_path, map_location="cpu", weights_only=True)
                 if old.get("fingerprint") != fingerprint:
-                    log.warning("%s: written with other settings; starting afresh", ckpt_path)
+                    log.warning(
+                        "%s: written with other settings or input maps; starting afresh",
+                        ckpt_path,
+                    )
                     ckpt_path.unlink()
             if resume and ckpt_path.is_file():
                 ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
                 if ckpt.get("fingerprint") != fingerprint:
                     raise ConfigError(
-                        f"{ckpt_path}: written with other settings or another folds table "
-                        "than this run. Fix: delete it (or pass resume=False) to start afresh"
+                        f"{ckpt_path}: written with other settings, another folds table or "
+                        "other input maps than this run. Fix: delete it (or pass "
+                        "resume=False) to start afresh"
                     )
                 net.load_state_dict(ckpt["model"])
                 opt.load_state_dict(ckpt["optimizer"])
