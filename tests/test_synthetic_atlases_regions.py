@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import nibabel as nib
@@ -217,13 +218,29 @@ def test_the_shipped_demo_config_generates_every_subject_without_folding() -> No
     import yaml
 
     from brainlens.seeding import derive_seed
-    from brainlens.synthetic import DemoSpec, plan_dataset, subject_anatomy
+    from brainlens.synthetic import DemoSpec, plan_dataset
 
     cfg = yaml.safe_load((Path(__file__).parents[1] / "config" / "config.yaml").read_text())
     spec = DemoSpec(**cfg["demo"])
     seed = derive_seed(cfg["seed"], "demo")  # as workflow/rules/common.smk
     plan = plan_dataset(spec, seed=seed).drop_duplicates("participant_id")
-    for row in plan.to_dict("records"):
-        subject_anatomy(
-            spec, seed=seed, index=int(row["index"]), is_patient=row[spec.label_column] == "patient"
-        )
+    # two processes: each subject is single-threaded work of several seconds
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        futures = [
+            pool.submit(
+                _make_anatomy,
+                spec,
+                seed,
+                int(row["index"]),
+                row[spec.label_column] == "patient",
+            )
+            for row in plan.to_dict("records")
+        ]
+        for future in futures:
+            future.result()  # re-raises a subject's error (folding) here
+
+
+def _make_anatomy(spec: object, seed: int, index: int, is_patient: bool) -> None:
+    from brainlens.synthetic import subject_anatomy
+
+    subject_anatomy(spec, seed=seed, index=index, is_patient=is_patient)
