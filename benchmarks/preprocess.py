@@ -20,6 +20,10 @@ Usage::
         --methods deepbet ants_template --voxel 1.5 --threads 2 --seed 1 --repeat 3 \
         --out /tmp/bench_preproc
 
+``--segmentation-grid native analysis`` adds rows with Atropos on the scan's grid
+coarsened to the analysis grid (``preprocess.segmentation_grid``); ``GM_ml`` is the
+native GM volume each row measured.
+
 Prints one table; writes ``results.json`` into ``--out``. Not a test.
 """
 
@@ -111,7 +115,7 @@ def one_scan(args: argparse.Namespace) -> dict:
         reg_dir = out / f"templates_{reg_res}"
         build_templates(reg_dir, resolution=reg_res)
     t1w, true_mask = _input_scan(args)
-    tag = f"{args.source}_{args.one_method}_{args.one_res}"
+    tag = f"{args.source}_{args.one_method}_{args.one_res}_seg-{args.one_seg}"
     t0 = time.perf_counter()
     qc = run_t1w_preproc(
         t1w,
@@ -124,6 +128,7 @@ def one_scan(args: argparse.Namespace) -> dict:
         threads=args.threads,
         work_dir=out / tag / "work",
         reg_templates_dir=reg_dir,
+        segmentation_grid=args.one_seg,
     )
     wall = time.perf_counter() - t0
     mask = np.asarray(nib.load(qc["files"]["brain_mask"]).dataobj) > 0
@@ -133,7 +138,7 @@ def one_scan(args: argparse.Namespace) -> dict:
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
-        "method": args.one_method,
+        "method": args.one_method + (" seg@analysis" if args.one_seg == "analysis" else ""),
         "res": args.one_res,
         "wall_s": round(wall, 1),
         "steps": qc["seconds_steps"],
@@ -143,6 +148,8 @@ def one_scan(args: argparse.Namespace) -> dict:
         "dice_true_mask": round(dice(mask, true), 4) if true is not None else float("nan"),
         "gm_mod_ratio": round(qc["gm_modulation_ratio"], 4),
         "jac_frac_nonpos": qc["jac_frac_nonpos"],
+        "segmentation_voxel_mm": qc["segmentation_voxel_mm"],
+        "native_ml": {t: round(qc[f"{t}_ml"], 1) for t in ("tiv", "gm", "wm", "csf")},
     }
 
 
@@ -198,6 +205,13 @@ def main() -> None:
     p.add_argument("--res", type=float, nargs="+", default=[1.5, 2.0, 4.0])
     p.add_argument("--methods", nargs="+", default=["deepbet", "ants_template"])
     p.add_argument(
+        "--segmentation-grid",
+        nargs="+",
+        choices=["native", "analysis"],
+        default=["native"],
+        help="grid(s) Atropos segments on (preprocess.segmentation_grid)",
+    )
+    p.add_argument(
         "--source",
         choices=["phantom", "demo", "colin27"],
         default="phantom",
@@ -212,6 +226,7 @@ def main() -> None:
     p.add_argument("--out", default="/tmp/bench_preproc")
     p.add_argument("--one-method", help=argparse.SUPPRESS)
     p.add_argument("--one-res", type=float, help=argparse.SUPPRESS)
+    p.add_argument("--one-seg", default="native", help=argparse.SUPPRESS)
     p.add_argument("--reference", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(args.threads)
@@ -233,7 +248,12 @@ def main() -> None:
         str(args.threads),
     ]
     base += ["--seed", str(args.seed), "--out", args.out]
-    jobs = [base + ["--one-method", m, "--one-res", str(r)] for r in args.res for m in args.methods]
+    jobs = [
+        base + ["--one-method", m, "--one-res", str(r), "--one-seg", g]
+        for r in args.res
+        for m in args.methods
+        for g in args.segmentation_grid
+    ]
     if not args.no_reference:
         jobs.append(base + ["--reference"])
     rows = []
@@ -257,7 +277,8 @@ def main() -> None:
 
     steps = ["n4", "deepbet", "head_reg", "t1w2std", "atropos", "tissue_to_std", "jacobian"]
     hdr = f"{'method':26} {'res':>4} {'wall_s':>7} " + " ".join(f"{s[:8]:>8}" for s in steps)
-    hdr += f" {'RSS_MB':>7} {'r_grid':>7} {'r_1p5':>6} {'dice':>6} {'GMmod':>6} {'load':>14}"
+    hdr += f" {'RSS_MB':>7} {'r_grid':>7} {'r_1p5':>6} {'dice':>6} {'GMmod':>6} {'GM_ml':>7}"
+    hdr += f" {'load':>14}"
     hdr += "  wall of each run"
     print(
         f"\nsource {args.source}, native voxel "
@@ -270,8 +291,8 @@ def main() -> None:
         print(
             f"{r['method']:26} {r['res']:4g} {r['wall_s']:7.1f} {st} {r['peak_rss_mb']:7d} "
             f"{r['corr_template']:7.4f} {r['corr_1p5']:6.3f} {r['dice_true_mask']:6.3f} "
-            f"{r['gm_mod_ratio']:6.3f} {r['load_before']:>14}  "
-            + " ".join(f"{w:.1f}" for w in r["wall_runs"])
+            f"{r['gm_mod_ratio']:6.3f} {r.get('native_ml', {}).get('gm', float('nan')):7.1f} "
+            f"{r['load_before']:>14}  " + " ".join(f"{w:.1f}" for w in r["wall_runs"])
         )
 
 

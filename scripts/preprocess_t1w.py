@@ -14,6 +14,7 @@ run_t1w_preproc(
     reg_templates_dir=snakemake.input.get("reg_templates"),
     resolution=snakemake.params.resolution,
     skullstrip=snakemake.params.skullstrip,
+    segmentation_grid=snakemake.params.segmentation_grid,
     seed=snakemake.params.seed,
     threads=snakemake.threads,
     work_dir=snakemake.params.work_dir,

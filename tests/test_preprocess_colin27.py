@@ -78,6 +78,7 @@ def test_registration_quality_on_colin27(tmp_path, templates):
     qc = run_t1w_preproc(
         CH2, scan="sub-colin27", out_dir=tmp_path / "out", templates_dir=templates["t1w"].parent,
         resolution=2.0, skullstrip="deepbet", seed=1, threads=2, work_dir=tmp_path / "work",
+        segmentation_grid="analysis",
     )  # fmt: skip
     print({k: qc[k] for k in ("corr_template", "dice_template_mask", "gm_ml", "wm_ml", "seconds")})
     # reference: antspyx ants.registration(type_of_transform="SyN") of the same deepbet
@@ -86,3 +87,7 @@ def test_registration_quality_on_colin27(tmp_path, templates):
     assert qc["dice_template_mask"] > 0.9
     assert qc["jac_frac_nonpos"] == 0.0
     assert qc["gm_modulation_ratio"] == pytest.approx(1.0, abs=0.05)
+    # Atropos ran on the 1 mm head coarsened to the 2 mm grid; volumes from that grid
+    assert qc["segmentation_voxel_mm"] == [2.0, 2.0, 2.0]
+    assert qc["wm_modulation_ratio"] == pytest.approx(1.0, abs=0.05)
+    assert qc["gm_ml"] + qc["wm_ml"] + qc["csf_ml"] == pytest.approx(qc["tiv_ml"], rel=0.02)

@@ -138,3 +138,107 @@ def test_antialias_preserves_sum_and_only_smooths_when_needed(tmp_path, vox, tar
     )
     assert out.sum() == pytest.approx(data.sum(), rel=1e-4)
     assert bool(np.abs(out - data).max() > 0.01) == smoothed
+
+
+def _rot_z(deg: float) -> np.ndarray:
+    c, s = np.cos(np.deg2rad(deg)), np.sin(np.deg2rad(deg))
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+@pytest.mark.parametrize(
+    ("vox", "target", "shape", "expected_shape", "expected_vox"),
+    [
+        ((1.0, 1.0, 1.0), 1.5, (181, 217, 181), (121, 145, 121), (1.5, 1.5, 1.5)),
+        ((1.0, 1.0, 1.2), 2.0, (10, 10, 10), (5, 5, 6), (2.0, 2.0, 2.0)),
+        ((0.9, 2.0, 1.0), 1.5, (30, 12, 30), (18, 12, 20), (1.5, 2.0, 1.5)),
+        ((1.5, 1.5, 1.5), 1.5, (8, 9, 10), (8, 9, 10), (1.5, 1.5, 1.5)),
+        ((1.496, 1.5, 1.5), 1.5, (8, 9, 10), (8, 9, 10), (1.496, 1.5, 1.5)),
+        ((2.0, 2.0, 2.0), 1.5, (8, 9, 10), (8, 9, 10), (2.0, 2.0, 2.0)),
+    ],
+)
+@pytest.mark.parametrize("angle", [0.0, 30.0])
+def test_coarser_grid_keeps_axes_and_field_of_view(
+    vox, target, shape, expected_shape, expected_vox, angle
+):
+    affine = np.eye(4)
+    affine[:3, :3] = _rot_z(angle) @ np.diag(vox)
+    affine[:3, 3] = [-90.0, -126.0, -72.0]
+    new_shape, new_affine = core.coarser_grid(shape, affine, target)
+    assert new_shape == expected_shape
+    new_vox = np.sqrt((new_affine[:3, :3] ** 2).sum(0))
+    np.testing.assert_allclose(new_vox, expected_vox, atol=1e-9)
+    # same axis directions
+    np.testing.assert_allclose(
+        new_affine[:3, :3] / new_vox, affine[:3, :3] / np.asarray(vox), atol=1e-9
+    )
+    # the outer corner of voxel 0 is the same point in the world
+    corner = affine @ np.array([-0.5, -0.5, -0.5, 1.0])
+    new_corner = new_affine @ np.array([-0.5, -0.5, -0.5, 1.0])
+    np.testing.assert_allclose(new_corner, corner, atol=1e-9)
+    # the new grid covers the old field of view (and by less than one new voxel more)
+    extent, new_extent = np.asarray(shape) * vox, np.asarray(new_shape) * new_vox
+    assert np.all(new_extent >= extent - 1e-6)
+    assert np.all(new_extent - extent < new_vox)
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan")])
+def test_coarser_grid_refuses_a_non_positive_voxel(bad):
+    with pytest.raises(ValueError, match="min_voxel_mm"):
+        core.coarser_grid((4, 4, 4), np.eye(4), bad)
+
+
+@pytest.mark.parametrize(("vox", "target", "changed"), [(1.0, 1.5, True), (1.5, 1.5, False)])
+def test_segmentation_grid_files_resample_head_and_mask_together(tmp_path, vox, target, changed):
+    from brainlens.preprocess.fileops import segmentation_grid_files
+
+    n = 60
+    ijk = np.indices((n, n, n)).astype(np.float32) - (n - 1) / 2
+    radius = np.sqrt((ijk**2).sum(0)) * vox  # mm from the centre
+    head = np.where(radius < 20, 100.0, 10.0).astype(np.float32)
+    mask = (radius < 20).astype(np.uint8)
+    affine = np.diag([vox, vox, vox, 1.0])
+    affine[:3, 3] = -(n - 1) / 2 * vox
+    src, src_mask = tmp_path / "head.nii", tmp_path / "mask.nii"
+    nib.save(nib.Nifti1Image(head, affine), src)
+    nib.save(nib.Nifti1Image(mask, affine), src_mask)
+    out, out_mask = segmentation_grid_files(
+        src, src_mask, tmp_path / "seg.nii", tmp_path / "seg_mask.nii", min_voxel_mm=target
+    )
+    assert (out, out_mask) == (
+        (tmp_path / "seg.nii", tmp_path / "seg_mask.nii") if changed else (src, src_mask)
+    )
+    img, mimg = nib.load(out), nib.load(out_mask)
+    assert img.shape == mimg.shape
+    np.testing.assert_allclose(img.affine, mimg.affine)
+    np.testing.assert_allclose(np.sqrt((img.affine[:3, :3] ** 2).sum(0)), max(vox, target))
+    # the sphere keeps its volume (mask) and its intensity inside (image)
+    m = np.asarray(mimg.dataobj) > 0
+    ml = m.sum() * abs(np.linalg.det(img.affine[:3, :3])) / 1000
+    assert ml == pytest.approx(4 / 3 * np.pi * 20**3 / 1000, rel=0.05)
+    centre = np.asarray(img.dataobj)[tuple(s // 2 for s in img.shape)]
+    assert centre == pytest.approx(100.0, rel=1e-3)
+
+
+def test_segmentation_grid_files_refuse_a_mask_of_another_grid(tmp_path):
+    from brainlens.errors import PreprocessingError
+    from brainlens.preprocess.fileops import segmentation_grid_files
+
+    nib.save(nib.Nifti1Image(np.ones((8, 8, 8), np.float32), np.eye(4)), tmp_path / "h.nii")
+    nib.save(nib.Nifti1Image(np.ones((8, 8, 9), np.uint8), np.eye(4)), tmp_path / "m.nii")
+    with pytest.raises(PreprocessingError, match=r"m\.nii: mask grid \(8, 8, 9\)"):
+        segmentation_grid_files(
+            tmp_path / "h.nii", tmp_path / "m.nii", tmp_path / "o.nii", tmp_path / "om.nii",
+            min_voxel_mm=1.5,
+        )  # fmt: skip
+
+
+def test_tissue_volumes_use_each_map_own_voxel_volume(tmp_path):
+    from brainlens.preprocess.fileops import tissue_volumes_ml
+
+    mask = np.zeros((20, 20, 20), np.uint8)
+    mask[:10] = 1  # 4000 voxels of 1 mm^3 = 4 ml
+    nib.save(nib.Nifti1Image(mask, np.eye(4)), tmp_path / "mask.nii")
+    gm = np.full((10, 10, 10), 0.5, np.float32)  # 1000 voxels of 8 mm^3 at 0.5 = 4 ml
+    nib.save(nib.Nifti1Image(gm, np.diag([2.0, 2.0, 2.0, 1.0])), tmp_path / "gm.nii")
+    vols = tissue_volumes_ml({"gm": tmp_path / "gm.nii"}, tmp_path / "mask.nii")
+    assert vols == pytest.approx({"tiv_ml": 4.0, "gm_ml": 4.0})

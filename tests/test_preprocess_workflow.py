@@ -42,18 +42,50 @@ def test_output_names_are_the_contract():
 
 
 @pytest.mark.parametrize("method", ["deepbet", "ants_template"])
-def test_workflow_builds_with_expected_nodes(tpl_dir, method):
+@pytest.mark.parametrize("seg", ["native", "analysis"])
+def test_workflow_builds_with_expected_nodes(tpl_dir, method, seg):
     from brainlens.templates import template_paths
 
     wf = init_t1w_preproc_wf(
         templates=template_paths(tpl_dir, 2.0), resolution=2.0, skullstrip=method,
-        seed=3, omp_nthreads=1,
+        seed=3, omp_nthreads=1, segmentation_grid=seg,
     )  # fmt: skip
     names = set(wf.list_node_names())
     assert {"reorient", "n4", "t1w2std", "atropos", "jacobian", "modulate"} <= names
     assert ("skullstrip_wf.deepbet" in names) == (method == "deepbet")
     assert ("skullstrip_wf.head_reg" in names) == (method == "ants_template")
     assert wf.get_node("t1w2std").inputs.random_seed == 3
+    sources = {
+        (edge[0].name, field)
+        for edge in wf._graph.in_edges(wf.get_node("atropos"), data=True)
+        for _, field in edge[2]["connect"]
+    }
+    if seg == "analysis":
+        # Atropos segments on a native grid no finer than the 2 mm maps' grid
+        assert wf.get_node("seg_grid").inputs.min_voxel_mm == 2.0
+        assert sources == {
+            ("make_priors", "prior_image"),
+            ("seg_grid", "intensity_images"),
+            ("seg_grid", "mask_image"),
+        }
+    else:
+        assert "seg_grid" not in names
+        assert sources == {
+            ("make_priors", "prior_image"),
+            ("n4", "intensity_images"),
+            ("skullstrip_wf", "mask_image"),  # the sub-workflow's outputnode
+        }
+
+
+def test_unknown_segmentation_grid_is_refused(tpl_dir):
+    from brainlens.errors import ConfigError
+    from brainlens.templates import template_paths
+
+    with pytest.raises(ConfigError, match=r"segmentation_grid: expected one of \['native'"):
+        init_t1w_preproc_wf(
+            templates=template_paths(tpl_dir, 2.0), resolution=2.0, skullstrip="deepbet",
+            seed=3, omp_nthreads=1, segmentation_grid="1mm",
+        )  # fmt: skip
 
 
 def test_failures_leave_out_dir_empty_and_name_the_scan(tmp_path, tpl_dir):
@@ -158,7 +190,7 @@ def test_coarse_grid_workflow_registers_on_the_registration_grid(tmp_path, tpl_d
     wf = init_t1w_preproc_wf(
         templates=template_paths(tmp_path / "tpl4", 4.0), resolution=4.0,
         skullstrip="ants_template", seed=3, omp_nthreads=1,
-        reg_templates=template_paths(tpl_dir, 2.0),
+        reg_templates=template_paths(tpl_dir, 2.0), segmentation_grid="analysis",
     )  # fmt: skip
     names = set(wf.list_node_names())
     assert {"t1w_to_grid", "probseg_to_grid", "modulated_to_grid"} <= names
@@ -167,6 +199,7 @@ def test_coarse_grid_workflow_registers_on_the_registration_grid(tmp_path, tpl_d
     assert all("res-2_" in f for f in wf.get_node("priors_to_t1w").inputs.input_image)
     assert all("res-2_" in f for f in wf.get_node("skullstrip_wf.head_reg").inputs.moving_image)
     assert wf.get_node("modulated_to_grid").inputs.resolution == 4.0
+    assert wf.get_node("seg_grid").inputs.min_voxel_mm == 2.0  # the registration grid
     # a 2 mm analysis grid has no resampling step
     wf2 = init_t1w_preproc_wf(
         templates=template_paths(tpl_dir, 2.0), resolution=2.0, skullstrip="deepbet",

@@ -43,6 +43,7 @@ rule preprocess_t1w:
     params:
         resolution=config["preprocess"]["resolution"],
         skullstrip=config["preprocess"]["skullstrip"],
+        segmentation_grid=config["preprocess"]["segmentation_grid"],
         seed=derive_seed(config["seed"], "preprocess"),
         out_dir=lambda wc: f"results/preprocess/{wc.subdir}/anat",
         work_dir=lambda wc: f"work/preprocess/{wc.scan}",

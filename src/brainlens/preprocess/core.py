@@ -37,6 +37,45 @@ def reorient_ras(img: nib.Nifti1Image) -> nib.Nifti1Image:
     return out
 
 
+def coarser_grid(
+    shape: tuple[int, int, int], affine: np.ndarray, min_voxel_mm: float
+) -> tuple[tuple[int, int, int], np.ndarray]:
+    """The grid with the same axes and field of view whose voxels are no finer than given.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Shape (X, Y, Z) of the source grid.
+    affine : ndarray, shape (4, 4)
+        Voxel-to-world affine of the source grid (any rotation).
+    min_voxel_mm : float
+        Smallest voxel size wanted, in mm.
+
+    Returns
+    -------
+    shape : tuple of int
+        ``ceil(extent / voxel)`` per axis, where ``voxel = max(source voxel, min_voxel_mm)``.
+    affine : ndarray, shape (4, 4)
+        Same axis directions; the first voxel's outer corner is the source's, so the
+        new grid covers the source field of view. Axes already coarse enough keep their
+        voxel size and shape; when all are, the source grid is returned unchanged.
+    """
+    if not np.isfinite(min_voxel_mm) or min_voxel_mm <= 0:
+        raise ValueError(f"min_voxel_mm: expected a positive number, got {min_voxel_mm!r}")
+    affine = np.asarray(affine, dtype=float)
+    vox = np.sqrt((affine[:3, :3] ** 2).sum(0))
+    # within 1 % of the target counts as coarse enough (header rounding)
+    scale = np.where(vox < 0.99 * min_voxel_mm, min_voxel_mm / vox, 1.0)
+    if np.all(scale == 1.0):
+        return tuple(int(n) for n in shape), affine.copy()
+    new_shape = tuple(int(n) for n in np.ceil(np.asarray(shape) / scale - 1e-6))
+    out = affine.copy()
+    out[:3, :3] = affine[:3, :3] * scale
+    # the source's outer corner is at voxel -0.5; the new first centre half a new voxel in
+    out[:3, 3] = affine[:3, :3] @ ((scale - 1.0) / 2.0) + affine[:3, 3]
+    return new_shape, out
+
+
 def clean_mask(mask: np.ndarray) -> np.ndarray:
     """Largest connected component of a binary mask, with holes filled.
 

@@ -151,6 +151,51 @@ def antialias_file(in_file: Path, out_file: Path, *, target_mm: float) -> Path:
     return _save_like(data, img, out_file, np.float32)
 
 
+def segmentation_grid_files(
+    in_file: Path, mask_file: Path, out_file: Path, out_mask: Path, *, min_voxel_mm: float
+) -> tuple[Path, Path]:
+    """A native head and its brain mask on a grid no finer than ``min_voxel_mm``.
+
+    Parameters
+    ----------
+    in_file : Path
+        Native image (the N4-corrected head), RAS+.
+    mask_file : Path
+        Its brain mask (same grid).
+    out_file, out_mask : Path
+        Outputs when the grid changes.
+    min_voxel_mm : float
+        Smallest voxel wanted (the grid the MNI maps are made on).
+
+    Returns
+    -------
+    tuple of Path
+        ``(in_file, mask_file)`` unchanged when every voxel axis is already at least
+        ``min_voxel_mm`` (see :func:`core.coarser_grid`); otherwise ``(out_file,
+        out_mask)``: the image resampled linearly after a Gaussian anti-aliasing filter
+        (float32), and the mask resampled the same way and kept where >= 0.5 (uint8).
+    """
+    from brainlens.templates import resample_to_grid
+
+    img, mimg = nib.load(in_file), nib.load(mask_file)
+    if img.shape[:3] != mimg.shape[:3] or not np.allclose(img.affine, mimg.affine, atol=1e-4):
+        raise PreprocessingError(
+            f"{mask_file}: mask grid {mimg.shape[:3]} does not match image {in_file} "
+            f"grid {img.shape[:3]} (expected the same shape and affine)"
+        )
+    shape, affine = core.coarser_grid(img.shape[:3], img.affine, float(min_voxel_mm))
+    if shape == img.shape[:3] and np.allclose(affine, img.affine):
+        return Path(in_file), Path(mask_file)
+    data = resample_to_grid(np.asarray(img.dataobj, np.float32), img.affine, shape, affine)
+    mask = resample_to_grid(
+        (np.asarray(mimg.dataobj) > 0).astype(np.float32), mimg.affine, shape, affine
+    )
+    ref = nib.Nifti1Image(data, affine, img.header)
+    _save_like(data, ref, out_file, np.float32)
+    _save_like(mask >= 0.5, ref, out_mask, np.uint8)
+    return Path(out_file), Path(out_mask)
+
+
 def resample_to_grid_file(in_file: Path, out_file: Path, *, resolution: float) -> Path:
     """Resample an image onto ``mni_grid(resolution)`` (linear, anti-aliased, float32)."""
     from brainlens.grid import mni_grid
@@ -186,7 +231,8 @@ def tissue_volumes_ml(prob_files: dict[str, Path], mask_file: Path) -> dict[str,
     Parameters
     ----------
     prob_files : dict of str to Path
-        e.g. ``{"gm": ..., "wm": ..., "csf": ...}`` in native space.
+        e.g. ``{"gm": ..., "wm": ..., "csf": ...}`` in native space; each on its own
+        grid (the segmentation grid may be coarser than the mask's).
     mask_file : Path
         The native brain mask; its volume is the TIV.
 
@@ -195,9 +241,13 @@ def tissue_volumes_ml(prob_files: dict[str, Path], mask_file: Path) -> dict[str,
     dict of str to float
         ``"<key>_ml"`` for each tissue and ``"tiv_ml"``.
     """
+
+    def voxel_ml(img: nib.Nifti1Image) -> float:
+        return float(abs(np.linalg.det(img.affine[:3, :3]))) / 1000.0
+
     ref = nib.load(mask_file)
-    vox_ml = float(abs(np.linalg.det(ref.affine[:3, :3]))) / 1000.0
-    out = {"tiv_ml": float((np.asarray(ref.dataobj) > 0).sum() * vox_ml)}
+    out = {"tiv_ml": float((np.asarray(ref.dataobj) > 0).sum() * voxel_ml(ref))}
     for k, p in prob_files.items():
-        out[f"{k}_ml"] = float(np.asarray(nib.load(p).dataobj, np.float64).sum() * vox_ml)
+        img = nib.load(p)  # may lie on the (coarser) segmentation grid
+        out[f"{k}_ml"] = float(np.asarray(img.dataobj, np.float64).sum() * voxel_ml(img))
     return out

@@ -118,6 +118,36 @@ class ApplyMask(SimpleInterface):
         return runtime
 
 
+class _SegmentationGridInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="native head, RAS+")
+    in_mask = File(exists=True, mandatory=True, desc="its brain mask")
+    min_voxel_mm = traits.Float(mandatory=True, desc="smallest voxel of the output grid")
+
+
+class _SegmentationGridOutputSpec(TraitedSpec):
+    out_file = File(exists=True)
+    out_mask = File(exists=True)
+
+
+class SegmentationGrid(SimpleInterface):
+    """The head and mask on a native grid no finer than ``min_voxel_mm`` (or unchanged)."""
+
+    input_spec = _SegmentationGridInputSpec
+    output_spec = _SegmentationGridOutputSpec
+
+    def _run_interface(self, runtime):  # noqa: ANN001, ANN202
+        out_file, out_mask = fileops.segmentation_grid_files(
+            self.inputs.in_file,
+            self.inputs.in_mask,
+            _out(runtime, "seg_head"),
+            _out(runtime, "seg_mask"),
+            min_voxel_mm=self.inputs.min_voxel_mm,
+        )
+        self._results["out_file"] = str(out_file)
+        self._results["out_mask"] = str(out_mask)
+        return runtime
+
+
 class _PriorsInputSpec(BaseInterfaceInputSpec):
     in_priors = InputMultiObject(File(exists=True), mandatory=True, desc="class order")
     in_mask = File(exists=True, mandatory=True)

@@ -137,6 +137,7 @@ def run_t1w_preproc(
     registration: dict | None = None,
     keep_work: bool = False,
     reg_templates_dir: Path | None = None,
+    segmentation_grid: str = "native",
 ) -> dict:
     """Preprocess one T1w scan into MNI space and write its derivatives atomically.
 
@@ -171,6 +172,12 @@ def run_t1w_preproc(
         :func:`brainlens.grid.registration_grid` ``(resolution)`` (2 mm); required when the
         analysis grid is coarser than that (4 mm): the scan is registered, segmented and
         modulated there and the outputs are resampled onto the analysis grid.
+    segmentation_grid : {"native", "analysis"}
+        Grid Atropos segments on: the scan's own, or (``analysis``) coarsened to the
+        voxel size of the grid the MNI maps are made on where the scan is finer; see
+        :func:`brainlens.preprocess.workflow.init_t1w_preproc_wf`. The QC JSON records
+        the voxel size used (``segmentation_voxel_mm``); native tissue volumes come from
+        that grid.
 
     Returns
     -------
@@ -238,6 +245,7 @@ def run_t1w_preproc(
             omp_nthreads=threads,
             registration=registration,
             reg_templates=reg_tpl,
+            segmentation_grid=segmentation_grid,
         )
         wf.base_dir = str(work_dir / "nipype")
         wf.config["execution"].update(
@@ -270,6 +278,10 @@ def run_t1w_preproc(
         native = dict(zip(("csf", "gm", "wm"), res["native_probseg"], strict=True))
         metrics: dict = {"scan": scan, "source": str(t1w), "input_sha1": report.sha1}
         metrics |= fileops.tissue_volumes_ml(native, Path(res["brain_mask"]))
+        seg_affine = nib.load(res["native_probseg"][0]).affine
+        metrics["segmentation_voxel_mm"] = [
+            round(float(v), 4) for v in np.sqrt((seg_affine[:3, :3] ** 2).sum(0))
+        ]
         metrics |= qc.registration_metrics(
             files["t1w"], tpl["t1w"], tpl["brain_mask"], files["brain_mask"],
             Path(res["tpl_mask_native"]),
@@ -314,6 +326,13 @@ def run_t1w_preproc(
             "Registration": REGISTRATION | (registration or {}),
             "N4": N4,
             "Atropos": ATROPOS,
+            "SegmentationGrid": segmentation_grid,
+            # Atropos ran on the native grid, coarsened where finer than this (mm)
+            **(
+                {"SegmentationMinVoxelSize": float(reg_res or resolution)}
+                if segmentation_grid == "analysis"
+                else {}
+            ),
             "Modulation": "modulated = probseg * det(D phi), phi: MNI -> native mm "
             "(CreateJacobianDeterminantImage of the composite anat2std displacement field); "
             "sum * voxel volume = native tissue volume",

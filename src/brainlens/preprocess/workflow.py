@@ -27,10 +27,14 @@ from brainlens.preprocess.interfaces import (
     Modulate,
     Reorient,
     ResampleToGrid,
+    SegmentationGrid,
     ThresholdMask,
 )
 
 SKULLSTRIP_METHODS = ("deepbet", "ants_template")
+#: Grids Atropos can segment on: the scan's own (``native``), or the scan's grid
+#: coarsened to the voxel size of the grid the MNI maps are made on (``analysis``).
+SEGMENTATION_GRIDS = ("native", "analysis")
 #: Tissue class order of Atropos and of every list output of the workflow.
 TISSUES = ("CSF", "GM", "WM")
 
@@ -218,6 +222,7 @@ def init_t1w_preproc_wf(
     atropos: dict | None = None,
     registration_resolution: float = REGISTRATION_RESOLUTION,
     reg_templates: dict[str, Path] | None = None,
+    segmentation_grid: str = "native",
 ) -> pe.Workflow:
     """Build the T1w preprocessing workflow.
 
@@ -255,6 +260,10 @@ def init_t1w_preproc_wf(
     reg_templates : dict of str to Path, optional
         :func:`brainlens.templates.build_templates` at ``registration_resolution``;
         required when ``resolution`` is coarser than it, unused otherwise.
+    segmentation_grid : {"native", "analysis"}
+        Grid Atropos segments on (see Notes). ``native``: the scan's own voxels.
+        ``analysis``: the scan's grid coarsened to voxels no finer than the grid the MNI
+        maps are made on (node ``seg_grid``).
 
     Returns
     -------
@@ -263,7 +272,8 @@ def init_t1w_preproc_wf(
         (RAS-reordered native), ``t1w_n4`` (bias-corrected head), ``brain_mask``,
         ``t1w_brain`` (native), ``anat2std_xfm`` (composite ``.h5``, resamples native
         into MNI, i.e. ``from-T1w_to-MNI``), ``std2anat_xfm`` (its inverse),
-        ``std_t1w`` (brain T1w on the MNI grid), ``native_probseg``, ``std_probseg``,
+        ``std_t1w`` (brain T1w on the MNI grid), ``native_probseg`` (Atropos
+        posteriors on the segmentation grid, see Notes), ``std_probseg``,
         (native maps and ``std_t1w`` are Gaussian pre-filtered with FWHM
         ``sqrt(resolution^2 - voxel^2)`` before resampling when the native voxels are
         finer than the grid, so the MNI maps are not aliased; sums are preserved)
@@ -274,6 +284,16 @@ def init_t1w_preproc_wf(
 
     Notes
     -----
+    Segmentation grid: with ``segmentation_grid="analysis"`` Atropos runs on the N4 head
+    and brain mask resampled (anti-aliased, linear;
+    :func:`brainlens.preprocess.core.coarser_grid`) to voxels no finer than the grid the
+    MNI maps are made on (the analysis grid, or the registration grid when the analysis
+    grid is coarser), keeping the scan's axes and field of view. A 1 mm head segmented
+    for 1.5 mm maps has 3.4x fewer voxels, and the posteriors would be anti-aliased to
+    that grid before warping anyway; scans of different voxel sizes are then segmented
+    alike. A scan whose voxels are already that coarse is segmented on its own grid.
+    The brain mask (TIV, published) stays on the native grid either way.
+
     Modulation: ``std_mod_probseg = std_probseg * jacobian`` where ``jacobian`` is
     ``CreateJacobianDeterminantImage`` of the composite displacement field of
     ``anat2std_xfm`` (affine included) on the MNI grid, so that
@@ -291,6 +311,11 @@ def init_t1w_preproc_wf(
         raise ConfigError(
             f"templates: missing {missing} (expected files from build_templates at "
             f"resolution {resolution}); rerun brainlens.templates.build_templates"
+        )
+    if segmentation_grid not in SEGMENTATION_GRIDS:
+        raise ConfigError(
+            f"preprocess.segmentation_grid: expected one of {list(SEGMENTATION_GRIDS)}, "
+            f"got {segmentation_grid!r}"
         )
     coarse = float(resolution) > float(registration_resolution) + 1e-6
     if coarse:
@@ -374,6 +399,18 @@ def init_t1w_preproc_wf(
     else:
         t1w2std.inputs.fixed_image = tpl["t1w"]
 
+    if segmentation_grid == "analysis":
+        # Atropos on a native grid no finer than the grid the MNI maps are made on
+        seg_grid = pe.Node(SegmentationGrid(min_voxel_mm=work_res), name="seg_grid")
+        # fmt: off
+        workflow.connect([
+            (n4, seg_grid, [("output_image", "in_file")]),
+            (mask_src[0], seg_grid, [(mask_src[1], "in_mask")]),
+        ])
+        # fmt: on
+        seg_head, seg_mask = (seg_grid, "out_file"), (seg_grid, "out_mask")
+    else:
+        seg_head, seg_mask = (n4, "output_image"), mask_src
     priors_to_t1w = pe.MapNode(
         ants.ApplyTransforms(
             output_image="prior" + WORK_EXT,
@@ -459,12 +496,12 @@ def init_t1w_preproc_wf(
         (mask_src[0], outputnode, [(mask_src[1], "brain_mask")]),
         (apply_mask, t1w2std, [("out_file", "moving_image")]),
         (t1w2std, priors_to_t1w, [("inverse_composite_transform", "transforms")]),
-        (n4, priors_to_t1w, [("output_image", "reference_image")]),
+        (seg_head[0], priors_to_t1w, [(seg_head[1], "reference_image")]),
         (priors_to_t1w, make_priors, [("output_image", "in_priors")]),
-        (mask_src[0], make_priors, [(mask_src[1], "in_mask")]),
+        (seg_mask[0], make_priors, [(seg_mask[1], "in_mask")]),
         (make_priors, atropos, [("prior_pattern", "prior_image")]),
-        (n4, atropos, [("output_image", "intensity_images")]),
-        (mask_src[0], atropos, [(mask_src[1], "mask_image")]),
+        (seg_head[0], atropos, [(seg_head[1], "intensity_images")]),
+        (seg_mask[0], atropos, [(seg_mask[1], "mask_image")]),
         (atropos, antialias_tissue, [("posteriors", "in_files")]),
         (antialias_tissue, tissue_to_std, [("out_files", "input_image")]),
         (apply_mask, antialias_t1w, [("out_file", "in_files")]),
