@@ -13,13 +13,34 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "Snakefile"
 SMALL_CONFIG = REPO / "tests" / "data" / "config_small.yaml"
 
+#: Test files that take minutes, in the order they are started. The README's test
+#: command runs files on two workers (pytest-xdist, ``--dist loadfile``, which hands out
+#: files in collection order); starting the longest first keeps the run from ending
+#: with one worker alone on the end-to-end demo.
+LONG_FILES_FIRST = (
+    "test_workflow_e2e.py",
+    "test_incremental.py",
+    "test_synthetic_atlases_regions.py",
+    "test_preprocess_colin27.py",
+    "test_models.py",
+    "test_preprocess_workflow.py",
+    "test_preprocess_failures.py",
+    "test_training.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Order test files longest first (stable: tests within a file keep their order)."""
+    rank = {name: i for i, name in enumerate(LONG_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
 
 def snakemake(
     workdir: Path,
     *args: str,
     configfile: Path = SMALL_CONFIG,
     check: bool = True,
-    timeout: int = 1800,
+    timeout: int = 3600,
 ) -> subprocess.CompletedProcess:
     """Run ``snakemake`` of this checkout in ``workdir`` and return the finished process.
 

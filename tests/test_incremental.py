@@ -130,7 +130,7 @@ def run_workflow(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        timeout=1800,
+        timeout=3600,
         check=False,
     )
     if check and proc.returncode != 0:

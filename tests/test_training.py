@@ -596,7 +596,7 @@ def test_sigkilled_process_resumes_to_same_result(data, tmp_path):
         stderr=subprocess.PIPE,
     )
     ckpt = out / "checkpoint.pt"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 600  # a deadline, not a timing: the machine may be busy
     try:
         while time.monotonic() < deadline:
             if child.poll() is not None:
@@ -605,7 +605,7 @@ def test_sigkilled_process_resumes_to_same_result(data, tmp_path):
                 break
             time.sleep(0.02)
         else:
-            pytest.fail("no checkpoint after 120 s")
+            pytest.fail("no checkpoint after 600 s")
     finally:
         child.kill()
         child.wait()
