@@ -14,9 +14,10 @@ SNAKEFILE = REPO / "Snakefile"
 SMALL_CONFIG = REPO / "tests" / "data" / "config_small.yaml"
 
 #: Test files that take minutes, in the order they are started. The README's test
-#: command runs files on two workers (pytest-xdist, ``--dist loadfile``, which hands out
-#: files in collection order); starting the longest first keeps the run from ending
-#: with one worker alone on the end-to-end demo.
+#: command runs files on two workers (pytest-xdist, ``--dist loadfile``; with
+#: ``--no-loadscope-reorder`` in pyproject's addopts it hands out files in collection
+#: order instead of most-tests-first); starting the longest first keeps the run from
+#: ending with one worker alone on the end-to-end demo.
 LONG_FILES_FIRST = (
     "test_workflow_e2e.py",
     "test_incremental.py",
