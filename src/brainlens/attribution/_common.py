@@ -132,7 +132,12 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module | None) -> nn.Module:
 
 
 def upsample(maps: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
-    """Resize layer maps to the input grid: trilinear (3D) or bilinear (2D).
+    """Resize layer maps to the input grid: trilinear (3D) or bilinear (2D), stretched.
+
+    The layer grid is stretched over the whole input (``align_corners=False``), which
+    misplaces maps of layers whose receptive-field centres do not tile the input
+    (unpadded convolutions): CAM methods use
+    :func:`brainlens.attribution.geometry.place_layer_map` instead.
 
     Parameters
     ----------
