@@ -18,4 +18,7 @@ attribute_fold(
     out_table=snakemake.output.table,
     max_scans=snakemake.params.max_scans,
     seed=snakemake.params.seed,
+    baseline_npy=snakemake.input.get("baseline"),  # only for methods that take one
+    baseline_json=snakemake.input.get("baseline_json"),
+    target=snakemake.params.target,
 )

@@ -12,4 +12,5 @@ write_region_tables(
     atlas_tsv=snakemake.input.labels,
     out_tsv=snakemake.output.table,
     out_folds_tsv=snakemake.output.folds,
+    rank_by=snakemake.params.rank_by,
 )

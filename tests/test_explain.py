@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import torch
 
-from brainlens.errors import ConfigError, InputFileError
-from brainlens.explain import attribute_fold, sanity_checks
+from brainlens.errors import ConfigError
+from brainlens.explain import attribute_fold
 from brainlens.folds import write_folds
 from brainlens.packing import pack_volumes
 from brainlens.templates import template_paths
@@ -156,10 +156,14 @@ def _gradient_maps_and_brain(stage: dict, tmp_path: Path, model: str) -> tuple[P
 
 
 @pytest.mark.parametrize("model", ["eitel_baseline_3d", "rao_2d"])
-def test_sanity_checks_table(stage: dict, tmp_path: Path, model: str) -> None:
+def test_sanity_stage_on_3d_and_2d_models(stage: dict, tmp_path: Path, model: str) -> None:
+    """brainlens.attribution.checks on a fold's maps: 3D maps are compared inside the
+    brain mask; 2D models' maps inside the pixels whose projected column holds brain."""
+    from brainlens.attribution.checks import run_sanity_checks
+
     root = stage["root"]
     templates, _ = _gradient_maps_and_brain(stage, tmp_path, model)
-    out = sanity_checks(
+    out = run_sanity_checks(
         model_paths=[stage["models"][model]],
         attribution_tables=[tmp_path / "maps.tsv"],
         packs=stage["packs"],
@@ -168,89 +172,68 @@ def test_sanity_checks_table(stage: dict, tmp_path: Path, model: str) -> None:
         atlas_nii=root / "atlas.nii.gz",
         ground_truth=root / "gt.json",
         out_table=tmp_path / "sanity.tsv",
+        out_cascade=tmp_path / "cascade.tsv",
         out_deletion=tmp_path / "deletion.tsv",
+        out_summary=tmp_path / "summary.tsv",
         seed=4,
-        scans_per_fold=2,
-        deletion_steps=4,
+        settings={"scans_per_class": 1, "bootstrap": 50, "deletion_steps": 4},
         templates_dir=templates,
         resolution=2.0,
     )
-    assert len(out) == 2 and (out["label"] == "patient").all()
-    assert out["spearman_random"].between(-1, 1).all()
-    # 3D maps are compared inside the brain and the model's view; a 2D model's slice maps whole
-    domain = "brain_mask_in_view" if model == "eitel_baseline_3d" else "all_voxels"
-    assert (out["randomization_domain"] == domain).all()
-    share = out["field_of_view_brain_share"]
-    assert (share == 1.0).all() if model == "eitel_baseline_3d" else share.isna().all()
+    assert sorted(out["label"]) == ["control", "patient"]
+    assert out["spearman_abs_random"].between(-1, 1).all()
+    assert (out["randomization_domain"] == "brain_mask_in_view").all()
+    assert (out["field_of_view_brain_share"] == 1.0).all()
     assert out["gt_rank"].between(1, 3).all()
+    assert (out["baseline_kind"] == "zero").all()  # no baseline files given
     curves = pd.read_csv(tmp_path / "deletion.tsv", sep="\t")
-    assert set(curves["curve"]) == {"relevance", "random"}
-    assert len(curves) == 2 * 2 * 5
+    assert len(curves) == 2 * 4 * 5
 
 
-def test_sanity_checks_compare_maps_only_where_the_model_sees(
-    stage: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("model", "method"),
+    [("rao_2d", "integrated_gradients"), ("eitel_baseline_3d", "occlusion")],
+)
+def test_attribute_fold_uses_the_training_baseline_and_audits_it(
+    stage: dict, tmp_path: Path, model: str, method: str
 ) -> None:
-    """A model blind to part of the grid: the randomisation statistic skips that part."""
-    import brainlens.attribution.sanity as sanity_mod
-    import brainlens.explain as explain_mod
+    """The fold's train_mean baseline reaches 2D (transformed) and 3D models; a sidecar
+    listing a test scan stops the stage before any map is made."""
+    from brainlens.attribution.baselines import write_fold_baseline
+    from brainlens.errors import LeakageError
 
-    templates, brain = _gradient_maps_and_brain(stage, tmp_path, "eitel_baseline_3d")
-
-    def half_view(model, in_shape):  # the model "sees" x < 8 only
-        seen = np.zeros(in_shape[1:], bool)
-        seen[:8] = True
-        return seen
-
-    masks = []
-    real_check = sanity_mod.randomization_check
-
-    def spy(*args, **kwargs):
-        masks.append(kwargs["mask"])
-        return real_check(*args, **kwargs)
-
-    monkeypatch.setattr(explain_mod, "field_of_view_mask", half_view)
-    monkeypatch.setattr(sanity_mod, "randomization_check", spy)
-    out = sanity_checks(
-        model_paths=[stage["models"]["eitel_baseline_3d"]],
-        attribution_tables=[tmp_path / "maps.tsv"],
+    root = stage["root"]
+    write_fold_baseline(
         packs=stage["packs"],
-        method="gradients",
-        options={},
-        atlas_nii=None,
-        ground_truth=None,
-        out_table=tmp_path / "sanity.tsv",
-        out_deletion=tmp_path / "deletion.tsv",
-        seed=4,
-        deletion_steps=2,
-        templates_dir=templates,
-        resolution=2.0,
+        folds_tsv=root / "folds.tsv",
+        fold=0,
+        kind="train_mean",
+        out_npy=tmp_path / "b.npy",
+        out_json=tmp_path / "b.json",
     )
-    assert out["field_of_view_brain_share"].tolist() == [0.5]  # x 2..7 of 2..13
-    assert len(masks) == 1
-    expected = brain.astype(bool)
-    expected[8:] = False
-    assert np.array_equal(masks[0], expected)
-
-
-def test_sanity_checks_refuse_a_brain_mask_on_another_grid(stage: dict, tmp_path: Path) -> None:
-    templates = tmp_path / "templates"
-    templates.mkdir()
-    mask = template_paths(templates, 2.0)["brain_mask"]
-    nib.save(nib.Nifti1Image(np.ones((8, 8, 8), np.uint8), AFFINE), str(mask))
-    with pytest.raises(InputFileError, match=r"shape \(8, 8, 8\), expected the atlas grid"):
-        sanity_checks(
-            model_paths=[stage["models"]["eitel_baseline_3d"]],
-            attribution_tables=[tmp_path / "none.tsv"],
-            packs=stage["packs"],
-            method="gradients",
-            options={},
-            atlas_nii=stage["root"] / "atlas.nii.gz",
-            ground_truth=None,
-            out_table=tmp_path / "sanity.tsv",
-            out_deletion=tmp_path / "deletion.tsv",
-            seed=4,
-            templates_dir=templates,
-            resolution=2.0,
-        )
-    assert not (tmp_path / "sanity.tsv").exists()
+    kw = {
+        "model_path": stage["models"][model],
+        "packs": stage["packs"],
+        "folds_tsv": root / "folds.tsv",
+        "fold": 0,
+        "method": method,
+        "options": {"n_steps": 64} if method == "integrated_gradients" else {"patch": 8},
+        "atlas_nii": None,
+        "out_dir": tmp_path / "maps",
+        "out_table": tmp_path / "maps.tsv",
+        "seed": 3,
+        "baseline_npy": tmp_path / "b.npy",
+        "baseline_json": tmp_path / "b.json",
+    }
+    table = attribute_fold(**kw)
+    assert (table["baseline"] == "train_mean").all()
+    assert (table["target_class"] == table["label"]).all()
+    if method == "integrated_gradients":
+        assert np.isfinite(table["completeness_error"]).all()
+        assert (table["completeness_rel_error"] < 0.1).all(), table["completeness_rel_error"]
+    meta = json.loads((tmp_path / "b.json").read_text())
+    meta["scan_ids"].append(table["scan_id"].iloc[0])  # a test scan of fold 0
+    meta["n_scans"] += 1
+    (tmp_path / "b.json").write_text(json.dumps(meta))
+    with pytest.raises(LeakageError, match=table["scan_id"].iloc[0]):
+        attribute_fold(**kw)

@@ -79,6 +79,21 @@ def check_config(config: dict[str, Any]) -> None:
                     f"attribution.methods.{key}.atlas (model {model}): unknown atlas "
                     f"{options.get('atlas')!r}; allowed here: {sorted(atlases)}"
                 )
+    baseline = config["attribution"].get("baseline") or {}
+    if baseline.get("kind") == "train_control_mean" and not baseline.get("control_class"):
+        raise ConfigError(
+            "attribution.baseline.control_class: required by kind train_control_mean (the "
+            "class whose training scans are averaged), got null. Fix: name the control "
+            "class, e.g. control_class: control, or use kind: train_mean"
+        )
+    sanity = config["attribution"].get("sanity") or {}
+    for old, new in (("scans_per_fold", "scans_per_class"), ("max_folds", "scans_per_class")):
+        if old in sanity:
+            raise ConfigError(
+                f"attribution.sanity.{old}: removed (the checks now draw test scans of each "
+                f"class from all folds). Fix: delete it and set attribution.sanity.{new} "
+                "(default 10)"
+            )
     if config.get("bids_dir") is None:
         demo = config["demo"]
         if demo["atlas"] not in atlases:

@@ -1,10 +1,12 @@
-"""File-level attribution and sanity-check stages of the workflow.
+"""File-level attribution stage of the workflow (sanity checks: brainlens.attribution.checks).
 
 These functions tie together a trained fold (:mod:`brainlens.training`), the packed
 inputs (:mod:`brainlens.packing`), the folds table and the attribution methods
 (:mod:`brainlens.attribution`). Maps are made for the **test** scans of the fold
-only (the model never saw them), explaining each scan's **true** class, and are
-written on the analysis grid with the pack's affine.
+only (the model never saw them), towards ``attribution.target`` (each scan's
+**true** class by default, :mod:`brainlens.attribution.targets`), from the fold's
+baseline (computed from its training part, :mod:`brainlens.attribution.baselines`),
+and are written on the analysis grid with the pack's affine.
 
 2D models (coronal slices, dynamic images) are explained on their 2D input, and the
 2D map is put back on the 3D grid with :func:`brainlens.transforms.to_volume`: at the
@@ -15,7 +17,6 @@ weight in the dynamic image) for projection models. Atlas-region occlusion needs
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -29,9 +30,21 @@ import torch
 
 from brainlens.attribution import attribute, mean_maps, method_base, save_map
 from brainlens.attribution._common import count_forward_passes
-from brainlens.errors import ConfigError, InputFileError, ModelError
+from brainlens.attribution.baselines import (
+    ZERO_BASELINE,
+    Baseline,
+    check_baseline_provenance,
+    read_baseline,
+)
+from brainlens.attribution.methods import get_method
+from brainlens.attribution.targets import (
+    check_target_spec,
+    completeness,
+    logits_of,
+    resolve_target,
+)
+from brainlens.errors import ConfigError, InputFileError
 from brainlens.folds import read_folds, scan_id
-from brainlens.models import field_of_view_mask
 from brainlens.packing import open_pack
 from brainlens.training import load_trained_model
 
@@ -86,11 +99,20 @@ def _model_input(meta: Mapping[str, Any]):
     )[None]
 
 
-def _explainer(model: torch.nn.Module, meta: Mapping[str, Any], method: str):
-    """``f(x3d, target, options) -> (X, Y, Z)`` map for a 3D or a 2D (transformed) model."""
+def _explainer_maps(model: torch.nn.Module, meta: Mapping[str, Any], method: str):
+    """``f(x3d, target, options) -> (map (X, Y, Z), map of the model input)``.
+
+    For 3D models both maps are the same array; for 2D models the second is the map
+    of the 2D input (what integrated gradients' completeness is checked on).
+    """
     spec = meta.get("transform")
     if not spec:
-        return lambda x, target, opts: attribute(model, x, method=method, target=target, **opts)
+
+        def explain3d(x: torch.Tensor, target: int, opts: Mapping[str, Any]) -> tuple:
+            rel = attribute(model, x, method=method, target=target, **opts)
+            return rel, rel
+
+        return explain3d
     from brainlens.transforms import to_volume
 
     if method_base(method) == "region_occlusion":
@@ -101,13 +123,37 @@ def _explainer(model: torch.nn.Module, meta: Mapping[str, Any], method: str):
     options = {k: v for k, v in spec.items() if k != "name"}
     to_input = _model_input(meta)
 
-    def explain(x: torch.Tensor, target: int, opts: Mapping[str, Any]) -> np.ndarray:
+    def explain(x: torch.Tensor, target: int, opts: Mapping[str, Any]) -> tuple:
         map2d = attribute(model, to_input(x), method=method, target=target, **opts)
-        return to_volume(
+        vol = to_volume(
             map2d, transform=spec["name"], options=options, volume_shape=tuple(x.shape[1:])
         )
+        return vol, map2d
 
     return explain
+
+
+def _explainer(model: torch.nn.Module, meta: Mapping[str, Any], method: str):
+    """``f(x3d, target, options) -> (X, Y, Z)`` map for a 3D or a 2D (transformed) model."""
+    explain = _explainer_maps(model, meta, method)
+    return lambda x, target, opts: explain(x, target, opts)[0]
+
+
+def _fold_baseline(
+    npy: Path | None, json_path: Path | None, folds_tsv: Path, fold: int, shape: tuple
+) -> Baseline:
+    """The fold's baseline, after the leakage audit of its sidecar (zero without files)."""
+    if npy is None or json_path is None:
+        return ZERO_BASELINE
+    check_baseline_provenance(Path(json_path), Path(folds_tsv), fold)
+    base = read_baseline(Path(npy), Path(json_path))
+    if base.array.size and base.array.shape != tuple(shape):
+        raise InputFileError(
+            npy,
+            f"baseline of shape {base.array.shape}, the packed inputs are {tuple(shape)}",
+            "re-run attribution_baseline on the same packed inputs",
+        )
+    return base
 
 
 def attribute_fold(
@@ -123,13 +169,18 @@ def attribute_fold(
     out_table: Path,
     max_scans: int | None = None,
     seed: int,
+    baseline_npy: Path | None = None,
+    baseline_json: Path | None = None,
+    target: str = "true_class",
 ) -> pd.DataFrame:
     """Relevance maps of one method for the test scans of one fold.
 
     Writes ``out_dir/<scan_id>_relevance.nii.gz`` per test scan,
     ``out_dir/mean_class-<class>.nii.gz`` per true class and ``out_dir/mean_all.nii.gz``,
-    and ``out_table`` (``fold, scan_id, label, target, method, path, seconds,
-    forward_passes``).
+    and ``out_table`` (``fold, scan_id, label, target, target_class, predicted_class,
+    baseline, method, path, seconds, forward_passes``; integrated gradients adds
+    ``logit_delta, attribution_sum, completeness_error, completeness_rel_error``, see
+    :func:`brainlens.attribution.targets.completeness`).
 
     Parameters
     ----------
@@ -143,7 +194,8 @@ def attribute_fold(
         A name from :data:`brainlens.attribution.METHODS`, or ``name@label`` for a
         second configured instance (written as is into the table's ``method`` column).
     options : mapping
-        The method's options from the config (``atlas`` is resolved to ``atlas_nii``).
+        The method's options from the config (``atlas`` is resolved to ``atlas_nii``;
+        ``baseline`` is refused: it comes from ``attribution.baseline``).
     atlas_nii : Path or None
         Atlas label image on the grid (for ``region_occlusion``).
     out_dir, out_table : Path
@@ -151,11 +203,26 @@ def attribute_fold(
         Cap on test scans (a seeded random subset, stratified by nothing).
     seed : int
         Seeds torch (for methods with randomness) and the subset.
+    baseline_npy, baseline_json : Path, optional
+        The fold's baseline (:func:`brainlens.attribution.baselines.write_fold_baseline`),
+        audited with :func:`~brainlens.attribution.baselines.check_baseline_provenance`
+        before use, given to the methods that take one (integrated gradients,
+        occlusion, region occlusion) on the model's input grid. Without: zeros.
+    target : str
+        ``"true_class"``, ``"predicted"`` or a class name (``attribution.target``).
     """
     torch.manual_seed(seed)
     model, meta = load_trained_model(Path(model_path).parent)
-    explain = _explainer(model, meta, method)
+    explain = _explainer_maps(model, meta, method)
+    to_input = _model_input(meta)
     classes = list(meta["class_names"])
+    check_target_spec(target, classes)
+    uses_baseline = "baseline" in get_method(method).options()
+    if uses_baseline and "baseline" in options:
+        raise ConfigError(
+            f"attribution.methods.{method}.baseline: set the baseline with "
+            "attribution.baseline (computed from each fold's training part). Fix: remove it"
+        )
     test = _test_scans(folds_tsv, fold)
     if max_scans is not None and len(test) > max_scans:
         rng = np.random.default_rng(seed)
@@ -163,33 +230,43 @@ def attribute_fold(
             drop=True
         )
     volumes, affine = load_volumes(packs, list(test["scan_id"]))
+    base = _fold_baseline(baseline_npy, baseline_json, folds_tsv, fold, volumes.shape[1:])
     atlas = np.asanyarray(nib.load(str(atlas_nii)).dataobj).astype(np.int64) if atlas_nii else None
     opts = _method_options(method, options, atlas)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows, maps = [], []
     for i, rec in enumerate(test.to_dict("records")):
-        target = classes.index(rec["label"])
         x = torch.from_numpy(volumes[i : i + 1])
+        x_in = to_input(x)
+        logits = logits_of(model, x_in)
+        tgt = resolve_target(target, classes, rec["label"], logits)
+        run_opts = dict(opts)
+        if uses_baseline:
+            run_opts["baseline"] = to_input(torch.from_numpy(base.for_scan(volumes[i])[None]))
         start = time.perf_counter()
         with count_forward_passes(model) as counter:
-            rel = explain(x, target, opts)
+            rel, rel_in = explain(x, tgt, run_opts)
         seconds = time.perf_counter() - start
         path = out_dir / f"{rec['scan_id']}_relevance.nii.gz"
         save_map(rel, affine, path)
         maps.append(rel)
-        rows.append(
-            {
-                "fold": int(fold),
-                "scan_id": rec["scan_id"],
-                "label": rec["label"],
-                "target": target,
-                "method": method,
-                "path": str(path),
-                "seconds": round(seconds, 3),
-                "forward_passes": int(counter.samples),
-            }
-        )
+        row = {
+            "fold": int(fold),
+            "scan_id": rec["scan_id"],
+            "label": rec["label"],
+            "target": tgt,
+            "target_class": classes[tgt],
+            "predicted_class": classes[int(torch.argmax(logits[0]))],
+            "baseline": base.kind if uses_baseline else "none",
+            "method": method,
+            "path": str(path),
+            "seconds": round(seconds, 3),
+            "forward_passes": int(counter.samples),
+        }
+        if method_base(method) == "integrated_gradients":
+            row.update(completeness(model, x_in, run_opts["baseline"], tgt, float(np.sum(rel_in))))
+        rows.append(row)
         log.info(
             "%s %s: %.1f s, %d forward passes", method, rec["scan_id"], seconds, counter.samples
         )
@@ -199,180 +276,3 @@ def attribute_fold(
     table = pd.DataFrame(rows)
     table.to_csv(out_table, sep="\t", index=False)
     return table
-
-
-def sanity_checks(
-    *,
-    model_paths: Sequence[Path],
-    attribution_tables: Sequence[Path],
-    packs: Sequence[tuple[Path, Path]],
-    method: str,
-    options: Mapping[str, Any],
-    atlas_nii: Path | None,
-    ground_truth: Path | None,
-    out_table: Path,
-    out_deletion: Path,
-    seed: int,
-    scans_per_fold: int = 1,
-    max_folds: int | None = None,
-    deletion_steps: int = 10,
-    cascade: bool = False,
-    templates_dir: Path | None = None,
-    resolution: float | None = None,
-) -> pd.DataFrame:
-    """Randomisation check, deletion curves and ground-truth scores of one method.
-
-    Per fold (the first ``max_folds`` folds, all by default), ``scans_per_fold`` test
-    scans (preferring the positive class named in the ground truth) are checked:
-
-    * model-parameter randomisation (cascading, top-down; the statistic is the
-      Spearman correlation between the trained and the fully randomised model's map,
-      see :func:`brainlens.attribution.sanity.passes_randomization`; ``cascade=True``
-      also computes every intermediate step, which costs one map per layer); with
-      ``templates_dir`` and ``resolution`` (the ``templates`` rule's output) the
-      correlation of 3D maps is taken with the template's brain mask,
-      inside the brain only, where the explanation matters (shared zeros outside the
-      head would otherwise count as agreement), and inside the model's field of view
-      (:func:`brainlens.models.field_of_view`: voxels a model cannot see get zero
-      relevance from any weights, another source of agreement that says nothing about
-      the weights); 2D models' maps are compared whole;
-    * deletion curve of the saved map against a random map of the same scan;
-    * with ``ground_truth`` (``{"atlas", "region", "label", ...}``), the planted
-      region's rank, the share of relevance mass inside it and a pointing-game hit,
-      computed on the saved map with the atlas given by ``atlas_nii`` (which must be
-      the ground truth's atlas).
-
-    Writes ``out_table`` (one row per checked scan: ``fold, scan_id, method,
-    spearman_random, randomization_domain, field_of_view_brain_share, ssim_random,
-    passes_randomization, deletion_aoc, deletion_aoc_random, gt_rank, gt_mass_share,
-    gt_pointing_hit``; ``field_of_view_brain_share`` is the share of the brain mask the
-    model can see, NaN without a brain mask) and
-    ``out_deletion`` (``fold, scan_id, curve, fraction, score``).
-    """
-    from brainlens.attribution.sanity import (
-        area_over_curve,
-        deletion_curve,
-        ground_truth_scores,
-        passes_randomization,
-        randomization_check,
-    )
-
-    gt = json.loads(Path(ground_truth).read_text()) if ground_truth else None
-    atlas = np.asanyarray(nib.load(str(atlas_nii)).dataobj).astype(np.int64) if atlas_nii else None
-    opts = _method_options(method, options, atlas)
-    brain = None
-    if templates_dir is not None:
-        from brainlens.grid import template_paths
-
-        if resolution is None:
-            raise ConfigError("sanity_checks: templates_dir given without its resolution")
-        brain_mask = template_paths(Path(templates_dir), resolution)["brain_mask"]
-        if not brain_mask.exists():
-            raise InputFileError(
-                brain_mask,
-                f"not found (the template brain mask for resolution {resolution} mm)",
-                f"build the templates into {templates_dir} (the workflow's templates rule)",
-            )
-        brain = np.asanyarray(nib.load(str(brain_mask)).dataobj) > 0
-        if atlas is not None and brain.shape != atlas.shape:
-            raise InputFileError(
-                brain_mask,
-                f"shape {brain.shape}, expected the atlas grid {atlas.shape} of {atlas_nii}",
-                "build both for the same preprocess.resolution",
-            )
-    rows, curves = [], []
-    rng = np.random.default_rng(seed)
-    pairs = list(zip(model_paths, attribution_tables, strict=True))
-    for model_path, table_path in pairs[:max_folds]:
-        model, meta = load_trained_model(Path(model_path).parent)
-        to_input = _model_input(meta)
-        seen: np.ndarray | None = None  # the model's field of view (3D models, computed once)
-        table = pd.read_csv(table_path, sep="\t", dtype={"label": str})
-        positive = gt.get("positive_class") if gt else None
-        preferred = table[table["label"] == positive] if positive else table.iloc[0:0]
-        chosen = pd.concat([preferred, table.drop(preferred.index)]).head(scans_per_fold)
-        for rec in chosen.to_dict("records"):
-            volumes, _ = load_volumes(packs, [rec["scan_id"]])
-            x = to_input(torch.from_numpy(volumes))
-            relevance = np.asanyarray(nib.load(rec["path"]).dataobj).astype(np.float32)
-            # deletion works on the model's input: for 2D models, the map of the 2D input
-            rel_in = (
-                relevance
-                if x.ndim == 5
-                else attribute(model, x, method=method, target=int(rec["target"]), **opts)
-            )
-            in_brain, seen_share = None, float("nan")
-            if brain is not None and x.ndim == 5:
-                if seen is None:
-                    seen = field_of_view_mask(model, tuple(x.shape[1:]))
-                    if seen.shape != brain.shape:
-                        raise InputFileError(
-                            Path(model_path),
-                            f"model input grid {seen.shape} differs from the brain mask's "
-                            f"{brain.shape}",
-                            "train and explain on the same preprocess.resolution",
-                        )
-                in_brain = brain & seen
-                seen_share = float(in_brain.sum() / brain.sum())
-                if not in_brain.any():
-                    raise ModelError(
-                        f"{model_path}: the model sees no voxel of the brain mask; "
-                        "expected its field of view to cover the brain"
-                    )
-            rand = randomization_check(
-                model,
-                x,
-                method=method,
-                target=int(rec["target"]),
-                seed=seed,
-                cascade=cascade,
-                mask=in_brain,
-                **opts,
-            )
-            last = rand.iloc[-1]
-            fr, sc = deletion_curve(
-                model, x, rel_in, target=int(rec["target"]), steps=deletion_steps
-            )
-            noise = rng.random(rel_in.shape).astype(np.float32)
-            fr_r, sc_r = deletion_curve(
-                model, x, noise, target=int(rec["target"]), steps=deletion_steps
-            )
-            row = {
-                "fold": int(rec["fold"]),
-                "scan_id": rec["scan_id"],
-                "label": rec["label"],
-                "method": method,
-                "spearman_random": float(last["spearman"]),
-                "randomization_domain": "all_voxels" if in_brain is None else "brain_mask_in_view",
-                "field_of_view_brain_share": seen_share,
-                "ssim_random": float(last["ssim"]),
-                "passes_randomization": bool(passes_randomization(rand)),
-                "deletion_aoc": area_over_curve(fr, sc),
-                "deletion_aoc_random": area_over_curve(fr_r, sc_r),
-                "gt_rank": np.nan,
-                "gt_mass_share": np.nan,
-                "gt_pointing_hit": np.nan,
-            }
-            if gt is not None and atlas is not None:
-                scores = ground_truth_scores(relevance, atlas, region_label=int(gt["label"]))
-                row.update(
-                    gt_rank=scores["rank"],
-                    gt_mass_share=scores["mass_share"],
-                    gt_pointing_hit=scores["pointing_hit"],
-                )
-            rows.append(row)
-            for name, (f, s) in {"relevance": (fr, sc), "random": (fr_r, sc_r)}.items():
-                curves.extend(
-                    {
-                        "fold": row["fold"],
-                        "scan_id": row["scan_id"],
-                        "curve": name,
-                        "fraction": a,
-                        "score": b,
-                    }
-                    for a, b in zip(f, s, strict=True)
-                )
-    out = pd.DataFrame(rows)
-    out.to_csv(out_table, sep="\t", index=False)
-    pd.DataFrame(curves).to_csv(out_deletion, sep="\t", index=False)
-    return out

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 from snakemake.utils import validate
 
+from brainlens.attribution.methods import METHODS, method_base
 from brainlens.bids import scan_key, scan_subdir, scan_table
 from brainlens.config import attribution_methods, check_config, fold_ids, model_names
 from brainlens.grid import SPACE, registration_grid, res_label
@@ -125,6 +126,17 @@ def methods_of(model):
 def method_options(wildcards):
     """Options of ``wildcards.method`` for ``wildcards.model`` (key-sorted, see canonical)."""
     return canonical(attribution_methods(config, wildcards.model)[wildcards.method])
+
+
+def baseline_input(wildcards):
+    """The fold's baseline files for a method that takes a baseline (IG, occlusion), else none."""
+    spec = METHODS[method_base(wildcards.method)]
+    if "baseline" not in spec.options():
+        return {}
+    return {
+        "baseline": f"results/attribution/baselines/fold-{wildcards.fold}.npy",
+        "baseline_json": f"results/attribution/baselines/fold-{wildcards.fold}.json",
+    }
 
 
 def resolution_of(wildcards):

@@ -13,6 +13,8 @@ rule regions:
         "logs/regions/{model}/{method}/{atlas}.log",
     conda:
         "../../envs/report.yaml"
+    params:
+        rank_by=config["regions"]["rank_by"],
     script:
         "../../scripts/regions.py"
 

@@ -33,8 +33,9 @@ from brainlens.attribution._common import (
     resolve_layer,
     to_model,
     to_numpy_map,
-    upsample,
 )
+from brainlens.attribution.baselines import captum_baseline
+from brainlens.attribution.geometry import place_layer_map
 from brainlens.errors import ConfigError
 
 _OUTPUTS = ("logit", "probability")
@@ -116,17 +117,18 @@ def integrated_gradients(
     target: int,
     *,
     n_steps: int = 32,
-    baseline: float = 0.0,
+    baseline: float | torch.Tensor = 0.0,
     internal_batch_size: int = 4,
 ) -> np.ndarray:
-    """Integrated gradients of the target logit from a constant baseline, signed.
+    """Integrated gradients of the target logit from a baseline, signed.
 
     Parameters
     ----------
     n_steps : int
         Points of the path integral (Gauss-Legendre).
-    baseline : float
-        Constant baseline intensity (0 = background of a skull-stripped scan).
+    baseline : float or torch.Tensor, shape (1, C, *spatial)
+        Constant intensity, or a baseline input (the workflow passes the fold's
+        training mean, :mod:`brainlens.attribution.baselines`).
     internal_batch_size : int
         Path points evaluated per forward/backward pass (bounds memory on 3D volumes).
 
@@ -140,7 +142,7 @@ def integrated_gradients(
     internal_batch_size = _positive_int("internal_batch_size", internal_batch_size)
     attr = IntegratedGradients(model).attribute(
         x,
-        baselines=float(baseline),
+        baselines=captum_baseline(baseline, x),
         target=target,
         n_steps=n_steps,
         internal_batch_size=internal_batch_size,
@@ -158,7 +160,7 @@ def occlusion(
     *,
     patch: int | tuple[int, ...] = 8,
     stride: int | tuple[int, ...] | None = None,
-    baseline: float = 0.0,
+    baseline: float | torch.Tensor = 0.0,
     output: str = "logit",
     batch_size: int = 8,
 ) -> np.ndarray:
@@ -171,8 +173,8 @@ def occlusion(
     stride : int, tuple of int or None
         Step between patches; None = ``patch`` (non-overlapping). Overlapping
         patches are averaged per voxel.
-    baseline : float
-        Value written into the occluded patch.
+    baseline : float or torch.Tensor, shape (1, C, *spatial)
+        Value (or the baseline input's values) written into the occluded patch.
     output : {"logit", "probability"}
         Score whose drop is measured (softmax probability as in Rieke et al. 2018;
         logits do not saturate).
@@ -193,7 +195,7 @@ def occlusion(
         x,
         sliding_window_shapes=(c, *patch_t),
         strides=(c, *stride_t),
-        baselines=float(baseline),
+        baselines=captum_baseline(baseline, x),
         target=target,
         perturbations_per_eval=_positive_int("batch_size", batch_size),
     )
@@ -207,7 +209,7 @@ def region_occlusion(
     *,
     atlas_labels: np.ndarray | None = None,
     background_label: int = 0,
-    baseline: float = 0.0,
+    baseline: float | torch.Tensor = 0.0,
     output: str = "logit",
     batch_size: int = 8,
 ) -> np.ndarray:
@@ -251,7 +253,7 @@ def region_occlusion(
     mask = torch.as_tensor(inverse.reshape(spatial), device=x.device)[None, None]
     attr = FeatureAblation(_forward_func(model, output)).attribute(
         x,
-        baselines=float(baseline),
+        baselines=captum_baseline(baseline, x),
         target=target,
         feature_mask=mask,
         perturbations_per_eval=_positive_int("batch_size", batch_size),
@@ -276,7 +278,10 @@ def gradcam(
 
     Channel weights are the target-logit gradients averaged over **all** spatial
     axes of the layer (Captum's ``LayerGradCam``), the weighted channel sum is
-    optionally rectified and upsampled trilinearly (bilinearly in 2D) to the input.
+    optionally rectified and placed on the input grid by receptive-field geometry:
+    each layer position sits at the centre of its receptive field
+    (:func:`~brainlens.attribution.geometry.layer_geometry`), interpolated
+    trilinearly (bilinearly in 2D) between positions, edge values held beyond.
 
     Parameters
     ----------
@@ -293,7 +298,7 @@ def gradcam(
     """
     module = resolve_layer(model, layer)
     cam = LayerGradCam(model, module).attribute(x, target=target, relu_attributions=bool(relu))
-    return to_numpy_map(upsample(cam, tuple(x.shape[2:]))[0, 0])
+    return to_numpy_map(place_layer_map(model, module, cam, x)[0, 0])
 
 
 def _layer_output(model: nn.Module, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -332,7 +337,8 @@ def cam_ng2018(
 ) -> np.ndarray:
     """Class-invariant CAM of Ng et al. 2018: last-conv feature maps summed over channels.
 
-    The channel sum is upsampled to the input grid and min-max normalised so
+    The channel sum is placed on the input grid by receptive-field geometry (as in
+    :func:`gradcam`) and min-max normalised so
     that the most active voxel is 1 and the least active 0 (no inversion).
     ``target`` is checked but does not change the map (class-invariant).
 
@@ -349,7 +355,7 @@ def cam_ng2018(
     module = resolve_layer(model, layer)
     feats = _layer_output(model, module, x)
     summed = feats.sum(dim=1, keepdim=True)
-    return _minmax(to_numpy_map(upsample(summed, tuple(x.shape[2:]))[0, 0]))
+    return _minmax(to_numpy_map(place_layer_map(model, module, summed, x)[0, 0]))
 
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -376,7 +382,8 @@ def layer_maps(
     Returns
     -------
     dict of str to np.ndarray, each of shape spatial
-        Layer name -> map upsampled to the input grid.
+        Layer name -> map placed on the input grid by receptive-field geometry
+        (as in :func:`gradcam`).
     """
     if kind not in ("gradcam", "activation"):
         raise ConfigError(f"kind: expected 'gradcam' or 'activation', got {kind!r}")
@@ -389,16 +396,15 @@ def layer_maps(
             )
     else:
         names = list(layers)
-    spatial = tuple(x.shape[2:])
     out: dict[str, np.ndarray] = {}
     for name in names:
         module = resolve_layer(model, name)
         if kind == "gradcam":
             cam = LayerGradCam(model, module).attribute(x, target=target, relu_attributions=True)
-            out[name] = to_numpy_map(upsample(cam, spatial)[0, 0])
+            out[name] = to_numpy_map(place_layer_map(model, module, cam, x)[0, 0])
         else:
             act = _layer_output(model, module, x).mean(dim=1, keepdim=True)
-            out[name] = _minmax(to_numpy_map(upsample(act, spatial)[0, 0]))
+            out[name] = _minmax(to_numpy_map(place_layer_map(model, module, act, x)[0, 0]))
     return out
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from brainlens.regions import RANK_STATS
 from brainlens.report import brainmaps, plots
 from brainlens.report.html import Section, badge, esc, figure, note, slug, table
 from brainlens.report.io import fmt, fmt_pct, read_tsv, sorted_keys
@@ -22,13 +23,16 @@ log = logging.getLogger(__name__)
 TOP_N = 15
 #: Resolution of the glass-brain and slice figures (they are large and slow to render).
 BRAIN_DPI = 80
+#: Integrated gradients' relative completeness error (|sum of attributions - logit
+#: change| / |logit change|) above which a scan's map is flagged.
+COMPLETENESS_TOLERANCE = 0.1
 
 #: One line per attribution method, shown next to its maps.
 METHOD_NOTES = {
     "gradients": "|gradient| of the class logit w.r.t. each voxel (sensitivity)",
     "guided_backprop": "|guided back-propagation| (gradients through ReLUs, positive only)",
-    "integrated_gradients": "integrated gradients from a zero baseline; signed "
-    "(positive = evidence for the class)",
+    "integrated_gradients": "integrated gradients from the fold's baseline; signed "
+    "(positive = evidence for the explained class)",
     "occlusion": "drop of the class score when a cube of voxels is masked; signed",
     "region_occlusion": "drop of the class score when a whole atlas region is masked; signed",
     "gradcam": "3D Grad-CAM of the last convolutional layer (rectified, upsampled)",
@@ -41,6 +45,40 @@ def _flag(check: MethodCheck | None) -> str:
     if check is not None and check.fails:
         return " " + badge("fails randomisation check: do not interpret", "bad")
     return ""
+
+
+def _explained(tables: Mapping[Any, Path]) -> str:
+    """One line: the class explained, the baseline, and integrated gradients' completeness."""
+    frames = [f for f in (read_tsv(p) for p in tables.values()) if f is not None and len(f)]
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if df.empty or not {"target_class", "label"} <= set(df):
+        return ""
+    tgt, lab = df["target_class"].astype(str), df["label"].astype(str)
+    if (tgt == lab).all():
+        what = "each scan's true class"
+    elif "predicted_class" in df and (tgt == df["predicted_class"].astype(str)).all():
+        what = "each scan's predicted class"
+    else:
+        what = ", ".join(f"<code>{esc(c)}</code>" for c in sorted(set(tgt)))
+    kinds = sorted(set(df.get("baseline", pd.Series(dtype=str)).astype(str)) - {"none", "nan"})
+    text = f"Explained class: {what}." + (
+        f" Baseline: <code>{esc(', '.join(kinds))}</code> (from each fold's training part)."
+        if kinds
+        else ""
+    )
+    if "completeness_rel_error" in df:
+        err = pd.to_numeric(df["completeness_rel_error"], errors="coerce")
+        bad = df[err > COMPLETENESS_TOLERANCE]
+        text += (
+            " Completeness error (|sum of attributions − logit change| / |logit change|): "
+            f"max {fmt(err.max(), 3)}."
+        )
+        if len(bad):
+            text += " " + badge(
+                f"{len(bad)} of {len(df)} scans above {COMPLETENESS_TOLERANCE:g}: raise n_steps",
+                "bad",
+            )
+    return f"<p>{text}</p>"
 
 
 def maps_section(
@@ -81,7 +119,8 @@ def maps_section(
                 continue
             h = Section(slug("maps", model, method), method, level=4)
             body = [
-                f"<p><i>{esc(METHOD_NOTES.get(method.split('@')[0], ''))}</i>{_flag(checks.get((model, method)))}</p>"
+                f"<p><i>{esc(METHOD_NOTES.get(method.split('@')[0], ''))}</i>{_flag(checks.get((model, method)))}</p>",
+                _explained(tables),
             ]
             cm = brainmaps.class_maps_over_folds(tables)
             for n in cm.notes:
@@ -171,6 +210,18 @@ def _fold_ranks(folds_df: pd.DataFrame | None) -> dict[str, str]:
     }
 
 
+def _rank_by(df: pd.DataFrame) -> str:
+    """``regions.rank_by`` of a region table (``signed`` for tables without the column)."""
+    return str(df["rank_by"].iloc[0]) if "rank_by" in df and len(df) else "signed"
+
+
+def _ranked(df: pd.DataFrame) -> pd.DataFrame:
+    """``mean`` and ``sd`` replaced by the ranking statistic (what the bar chart draws)."""
+    stat = RANK_STATS.get(_rank_by(df), "mean")
+    sd = "sd_abs" if stat == "mean_abs" else "sd"
+    return df.assign(mean=df[stat], sd=df[sd] if sd in df else df["sd"])
+
+
 def _region_table_html(df: pd.DataFrame, fold_ranks: dict[str, str], highlight: pd.Series) -> str:
     top = df.head(TOP_N)
     rows, classes = [], []
@@ -179,8 +230,10 @@ def _region_table_html(df: pd.DataFrame, fold_ranks: dict[str, str], highlight: 
             {
                 "rank": fmt(r.get("rank"), 0) if "rank" in r else "",
                 "region": str(r["region"]),
-                "mean": fmt(r.get("mean"), 4),
-                "SD": fmt(r.get("sd"), 4),
+                "mean |r|": fmt(r.get("mean_abs"), 4),
+                "mean (signed)": fmt(r.get("mean"), 4),
+                "classes differ in sign": "yes" if bool(r.get("sign_conflict", False)) else "",
+                "SD": fmt(r.get("sd_abs" if _rank_by(df) == "abs" else "sd"), 4),
                 "rank over folds (mean ± SD)": f"{fmt(r.get('rank_mean'), 1)} ± {fmt(r.get('rank_sd'), 1)}",
                 "in top 10 of folds": fmt_pct(r.get("top10_share")),
                 "rank per fold": fold_ranks.get(str(r["region"]), "–"),
@@ -192,11 +245,20 @@ def _region_table_html(df: pd.DataFrame, fold_ranks: dict[str, str], highlight: 
         pd.DataFrame(rows),
         text_columns=["region", "rank per fold"],
         row_class=classes,
-        caption_html=f"Top {len(top)} regions by mean relevance (mean over folds of the region's "
-        "mean voxel relevance). <i>Rank over folds</i> and <i>in top 10 of folds</i> measure "
+        caption_html=f"Top {len(top)} regions by {_STAT_TEXT[_rank_by(df)]} (mean over folds "
+        "of the region's voxel mean; <i>SD</i> of that statistic over folds). <i>Mean |r|</i>: "
+        "mean |relevance|; <i>mean (signed)</i>: positive = evidence for the explained class; "
+        "<i>classes differ in sign</i>: the classes' signed means have opposite signs, so the "
+        "all-scans signed mean averages opposite evidence. <i>Rank over folds</i> and <i>in top 10 of folds</i> measure "
         "stability: a region that is highly ranked in every fold is a robust finding; one that "
         "is high in a single fold is not. Green row: the planted region (synthetic data).",
     )
+
+
+_STAT_TEXT = {
+    "abs": "mean |relevance| (<code>regions.rank_by: abs</code>)",
+    "signed": "mean signed relevance (<code>regions.rank_by: signed</code>)",
+}
 
 
 def regions_section(
@@ -212,12 +274,8 @@ def regions_section(
 ) -> tuple[Section, RegionFacts]:
     """Section 6: top regions per model, method and atlas; agreement between methods."""
     sec = Section("regions", "Regions")
-    sec.body = (
-        "<p>Relevance maps summarised per atlas region: the mean relevance of the region's "
-        "voxels, per fold, then averaged over folds. Regions are ranked by that mean (1 = most "
-        "relevant).</p>"
-    )
     facts = RegionFacts()
+    rank_bys: set[str] = set()
     for model in models:
         msub = Section(slug("regions", model), f"Regions of model {model}", level=3)
         for atlas in atlases:
@@ -248,6 +306,7 @@ def regions_section(
                     continue
                 df = df.sort_values("rank" if "rank" in df else "mean", ascending="rank" in df)
                 df = df.reset_index(drop=True)
+                rank_bys.add(_rank_by(df))
                 facts.tables[(model, method, atlas)] = df
                 facts.top[(model, method, atlas)] = [str(r) for r in df["region"].head(5)]
                 hl = (
@@ -263,7 +322,9 @@ def regions_section(
                     facts.gt_n[(model, method)] = len(df)
                 fr = _fold_ranks(read_tsv(region_fold_tables.get((model, method, atlas))))
                 src = writer.save(
-                    plots.region_bar_figure(df.head(TOP_N), f"{model}, {method}, {atlas}", gt_name),
+                    plots.region_bar_figure(
+                        _ranked(df.head(TOP_N)), f"{model}, {method}, {atlas}", gt_name
+                    ),
                     f"regions_{model}_{method}_{atlas}",
                 )
                 gt_txt = (
@@ -277,8 +338,9 @@ def regions_section(
                     figure(
                         src,
                         f"<b>Top {min(TOP_N, len(df))} {esc(atlas)} regions</b> for "
-                        f"{esc(method)} (model {esc(model)}), by mean relevance over folds; "
-                        f"error bars: SD over folds.{gt_txt}",
+                        f"{esc(method)} (model {esc(model)}), by "
+                        f"{_STAT_TEXT[_rank_by(df)]} over folds; error bars: SD over folds."
+                        f"{gt_txt}",
                         f"top regions {model} {method} {atlas}",
                     )
                 )
@@ -294,6 +356,14 @@ def regions_section(
         if not msub.children:
             msub.body = note(f"No region tables for model {esc(model)}.", "warn")
         sec.children.append(msub)
+    stats = " and ".join(_STAT_TEXT[r] for r in sorted(rank_bys)) or _STAT_TEXT["abs"]
+    sec.body = (
+        "<p>Relevance maps summarised per atlas region: each scan's map is scaled so that its "
+        "|relevance| sums to 1 inside the atlas, the region's voxel mean is averaged over the "
+        f"fold's scans, then over folds. Regions are ranked by {stats} (1 = most relevant); "
+        "the tables give both the mean |relevance| and the signed mean (positive = evidence for "
+        "the explained class), for all scans and per class.</p>"
+    )
     return sec, facts
 
 
