@@ -25,6 +25,8 @@ build_report(
     agreement_tables=dict(zip(par.model_atlas, inp.agreement, strict=True)),
     sanity_tables=dict(zip(par.model_method, inp.sanity, strict=True)),
     deletion_tables=dict(zip(par.model_method, inp.deletion, strict=True)),
+    sanity_summary_tables=dict(zip(par.model_method, inp.sanity_summary, strict=True)),
+    sanity_cascade_tables=dict(zip(par.model_method, inp.sanity_cascade, strict=True)),
     ground_truth=inp.ground_truth[0] if inp.ground_truth else None,
     template_t1w=inp.template,
 )

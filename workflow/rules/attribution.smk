@@ -1,8 +1,28 @@
 # Attribution maps per model, method and fold, on the test scans of that fold.
 
 
+rule attribution_baseline:
+    input:
+        packs=expand("results/pack/{input}.npy", input=INPUTS),
+        indexes=expand("results/pack/{input}.tsv", input=INPUTS),
+        folds="results/folds/folds.tsv",
+    output:
+        npy="results/attribution/baselines/fold-{fold}.npy",
+        json="results/attribution/baselines/fold-{fold}.json",
+    log:
+        "logs/attribution/baselines/fold-{fold}.log",
+    localrule: True
+    conda:
+        "../../envs/attribution.yaml"
+    params:
+        baseline=canonical(config["attribution"]["baseline"]),
+    script:
+        "../../scripts/attribution_baseline.py"
+
+
 rule attribute:
     input:
+        unpack(baseline_input),
         model="results/train/{model}/fold-{fold}/model.pt",
         packs=expand("results/pack/{input}.npy", input=INPUTS),
         indexes=expand("results/pack/{input}.tsv", input=INPUTS),
@@ -26,6 +46,7 @@ rule attribute:
         inputs=INPUTS,
         options=method_options,
         max_scans=config["attribution"]["max_scans_per_fold"],
+        target=config["attribution"]["target"],
         seed=lambda wc: derive_seed(config["seed"], "attribution", wc.model, wc.method, wc.fold),
     script:
         "../../scripts/attribute.py"
@@ -38,11 +59,21 @@ rule sanity_checks:
         packs=expand("results/pack/{input}.npy", input=INPUTS),
         indexes=expand("results/pack/{input}.tsv", input=INPUTS),
         folds="results/folds/folds.tsv",
+        baselines=expand("results/attribution/baselines/fold-{fold}.npy", fold=FOLDS),
+        baseline_jsons=expand("results/attribution/baselines/fold-{fold}.json", fold=FOLDS),
+        # attribution.sanity.random_label_run: that run's fold models (none when null)
+        random_label_models=expand(
+            "{run}/train/{{model}}/fold-{fold}/model.pt",
+            run=[r for r in [config["attribution"]["sanity"]["random_label_run"]] if r],
+            fold=FOLDS,
+        ),
         atlas=f"resources/atlases/res-{RES}/{GT_ATLAS}.nii.gz",
         templates=TEMPLATES,
     output:
         table="results/sanity/{model}/{method}.tsv",
+        cascade="results/sanity/{model}/{method}_cascade.tsv",
         deletion="results/sanity/{model}/{method}_deletion.tsv",
+        summary="results/sanity/{model}/{method}_summary.tsv",
     log:
         "logs/sanity/{model}/{method}.log",
     conda:

@@ -24,6 +24,8 @@ rule report:
         ),
         sanity=[f"results/sanity/{m}/{k}.tsv" for m, k in MODEL_METHODS],
         deletion=[f"results/sanity/{m}/{k}_deletion.tsv" for m, k in MODEL_METHODS],
+        sanity_cascade=[f"results/sanity/{m}/{k}_cascade.tsv" for m, k in MODEL_METHODS],
+        sanity_summary=[f"results/sanity/{m}/{k}_summary.tsv" for m, k in MODEL_METHODS],
         ground_truth=ground_truth_file(),
         template=TEMPLATES,
         code=REPORT_CODE,

@@ -1,367 +1,176 @@
-"""Is a relevance map meaningful? Randomisation, deletion and ground-truth checks.
+"""Is a relevance map meaningful? Randomisation, faithfulness and ground-truth metrics.
 
-* :func:`randomization_check` / :func:`passes_randomization`: cascading model
-  parameter randomisation (Adebayo et al. 2018). A map that barely changes when
-  the trained weights are replaced by random ones does not explain the model.
-* :func:`deletion_curve` / :func:`area_over_curve`: remove the most relevant
-  voxels first; a faithful map makes the target probability drop fast.
+Pure metrics on one model and sample (the workflow stage that applies them to test
+scans of all folds is :mod:`brainlens.attribution.checks`):
+
+* :func:`randomization_curves` (from :mod:`brainlens.attribution.randomization`):
+  model-parameter randomisation (Adebayo et al. 2018), cascading (top layer group
+  down) and independent (one group at a time), Spearman rank correlation of |map|
+  and of the signed map with the trained model's map; :func:`layer_groups` sets the
+  granularity. :func:`randomization_check` / :func:`passes_randomization` are the
+  older single-statistic form.
+* :func:`bootstrap_mean`: seeded percentile bootstrap interval of a mean over scans.
+* :func:`deletion_curve`, :func:`insertion_curve`, :func:`curve_gap` (from
+  :mod:`brainlens.attribution.faithfulness`): perturbation curves against a random
+  order, with a baseline instead of zeros, inside a mask.
 * :func:`ground_truth_scores`: for synthetic data with a planted region, where
   the map puts that region among the atlas regions.
 """
 
 from __future__ import annotations
 
-import copy
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-import torch
-from scipy import ndimage, stats
-from torch import nn
+from scipy import ndimage
 
-from brainlens.attribution._common import (
-    AttributionError,
-    check_sample,
-    check_target,
-    model_device,
-    to_model,
+from brainlens.attribution._common import AttributionError
+from brainlens.attribution.faithfulness import (
+    area_over_curve,
+    area_under_curve,
+    curve_gap,
+    deletion_curve,
+    insertion_curve,
+    random_order,
 )
-from brainlens.attribution.methods import attribute, get_method
-from brainlens.errors import ConfigError, ModelError
+from brainlens.attribution.randomization import (
+    RANDOMIZATION_THRESHOLD,
+    layer_groups,
+    map_similarity,
+    parameter_layers,
+    passes_randomization,
+    randomization_check,
+    randomization_curves,
+    ssim,
+)
+from brainlens.errors import ConfigError
 
-#: Default threshold of :func:`passes_randomization` on |Spearman rho|.
-RANDOMIZATION_THRESHOLD = 0.5
-
-
-# --------------------------------------------------------------------------- similarity
-
-
-def _rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rho; 1 for two identical constant maps, 0 if only one is constant."""
-    a, b = a.ravel(), b.ravel()
-    const_a, const_b = np.ptp(a) == 0, np.ptp(b) == 0
-    if const_a or const_b:
-        return 1.0 if (const_a and const_b and np.array_equal(a, b)) else 0.0
-    return float(stats.spearmanr(a, b).statistic)
-
-
-def _minmax(a: np.ndarray) -> np.ndarray:
-    lo, hi = float(a.min()), float(a.max())
-    return np.zeros_like(a) if hi == lo else (a - lo) / (hi - lo)
-
-
-def ssim(a: np.ndarray, b: np.ndarray, *, window: int = 7) -> float:
-    """Mean structural similarity of two maps after min-max scaling each to [0, 1].
-
-    Parameters
-    ----------
-    a, b : np.ndarray, same shape (2D or 3D)
-        Maps to compare.
-    window : int
-        Edge of the uniform local window (clipped to the smallest axis).
-
-    Returns
-    -------
-    float
-        Mean SSIM (1 = identical structure), constants C1 = 0.01^2, C2 = 0.03^2.
-    """
-    if a.shape != b.shape:
-        raise AttributionError(f"ssim: maps have shapes {a.shape} and {b.shape}; expected equal")
-    x, y = _minmax(a.astype(np.float64)), _minmax(b.astype(np.float64))
-    size = max(1, min(window, *x.shape))
-    mx, my = ndimage.uniform_filter(x, size), ndimage.uniform_filter(y, size)
-    vx = ndimage.uniform_filter(x * x, size) - mx * mx
-    vy = ndimage.uniform_filter(y * y, size) - my * my
-    cxy = ndimage.uniform_filter(x * y, size) - mx * my
-    c1, c2 = 0.01**2, 0.03**2
-    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
-    return float(s.mean())
+__all__ = [
+    "RANDOMIZATION_THRESHOLD",
+    "area_over_curve",
+    "area_under_curve",
+    "bootstrap_mean",
+    "curve_gap",
+    "deletion_curve",
+    "ground_truth_scores",
+    "insertion_curve",
+    "layer_groups",
+    "map_similarity",
+    "parameter_layers",
+    "passes_randomization",
+    "random_order",
+    "randomization_check",
+    "randomization_curves",
+    "ssim",
+    "summarize_sanity",
+]
 
 
-# --------------------------------------------------------------------------- randomisation
-
-
-def parameter_layers(model: nn.Module) -> list[str]:
-    """Names of modules that own parameters, in registration order (input -> output).
+def bootstrap_mean(
+    values: Sequence[float] | np.ndarray,
+    *,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float, float]:
+    """Mean and seeded percentile-bootstrap interval of the mean (NaNs dropped).
 
     Parameters
     ----------
-    model : nn.Module
+    values : array-like, shape (N,)
+        One value per scan.
+    n_resamples : int
+        Bootstrap resamples (with replacement, N values each).
+    seed : int
+    level : float
+        Coverage of the interval, in (0, 1).
 
     Returns
     -------
-    list of str
-        Dotted names; the cascade randomises them in reverse order.
+    mean, low, high : float
+        NaN for no values; ``low == high == mean`` for one value.
     """
-    return [
-        name
-        for name, m in model.named_modules()
-        if name and any(True for _ in m.parameters(recurse=False))
-    ]
+    if isinstance(n_resamples, bool) or not isinstance(n_resamples, int) or n_resamples < 1:
+        raise ConfigError(
+            f"attribution.sanity.bootstrap: expected a positive int, got {n_resamples!r}"
+        )
+    if not 0 < level < 1:
+        raise ConfigError(f"level: expected a value in (0, 1), got {level}")
+    v = np.asarray(values, dtype=np.float64).ravel()
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    idx = np.random.default_rng(seed).integers(0, v.size, size=(n_resamples, v.size))
+    means = v[idx].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(v.mean()), float(min(lo, v.mean())), float(max(hi, v.mean()))
 
 
-def randomization_check(
-    model: nn.Module,
-    x: torch.Tensor,
+def summarize_sanity(
+    per_scan: pd.DataFrame,
+    cascade: pd.DataFrame,
     *,
     method: str,
-    target: int,
-    seed: int,
-    absolute: bool = True,
-    cascade: bool = True,
-    mask: np.ndarray | None = None,
-    **method_options: object,
+    threshold: float = 0.5,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    requested_per_class: int | None = None,
 ) -> pd.DataFrame:
-    """Cascading parameter randomisation (Adebayo et al. 2018).
-
-    On a deep copy of the trained model, layers that own parameters are
-    re-initialised one at a time from the output towards the input (registration
-    order of ``named_modules`` is taken as forward order); after each step the map
-    is recomputed and compared with the trained model's map. Each layer is
-    re-initialised with its own ``reset_parameters()`` under a seeded RNG (the
-    global torch RNG state is restored afterwards).
+    """Means over scans with seeded bootstrap intervals, and the verdicts.
 
     Parameters
     ----------
-    model : nn.Module
-        The trained model (not modified).
-    x : torch.Tensor, shape (1, C, *spatial)
-        One sample.
+    per_scan : pandas.DataFrame
+        One row per scan (``deletion_area``, ``insertion_area``, ``label``).
+    cascade : pandas.DataFrame
+        ``mode, step, layer, scan_id, spearman_abs, spearman_signed`` rows of all scans.
     method : str
-        A key of :data:`~brainlens.attribution.METHODS` (single-map methods only).
-    target : int
-        Class index.
-    seed : int
-        Seed of the re-initialisation.
-    absolute : bool
-        Compare |map| (default), so sign flips do not count as change.
-    cascade : bool
-        Recompute the map after every step (default). ``False`` re-initialises all
-        layers the same way but computes the map only once, at the last step (all
-        layers random): what :func:`passes_randomization` reads, at a fraction of the
-        cost for expensive methods (occlusion, integrated gradients).
-    mask : np.ndarray of bool, shape spatial, optional
-        Compare the maps inside these voxels only (e.g. the brain mask). Outside the
-        head most methods give (near) zero for any model, and those shared ties
-        alone pull the rank correlation towards 1 whatever the map does in the brain.
-    **method_options
-        Passed to :func:`~brainlens.attribution.attribute`.
+    threshold : float
+        Pass threshold on the upper interval end at full randomisation.
+    n_resamples, seed : int
+        Bootstrap resamples and seed.
+    requested_per_class : int, optional
+        ``scans_per_class`` asked for (recorded for the report).
 
     Returns
     -------
     pandas.DataFrame
-        One row per cascade step: ``step`` (1 = top layer only), ``layer`` (the
-        layer re-initialised at that step; all layers above it are random too),
-        ``spearman`` (rank correlation with the original map over all voxels, or
-        the ``mask``'s; 1 for identical constant maps, 0 if only one map is constant)
-        and ``ssim`` (whole map).
+        ``method, statistic, mode, step, layer, n_scans, mean, ci_low, ci_high,
+        threshold, passes, requested_per_class``; ``statistic`` is ``spearman_abs`` or
+        ``spearman_signed`` (one row per mode and step; ``passes`` only at the last
+        cascade step: ``ci_high < threshold``) or ``deletion_area`` / ``insertion_area``
+        (``passes``: ``ci_low > 0``) or, with a random-label run, ``spearman_abs_random_labels``
+        / ``spearman_signed_random_labels`` (data randomisation; ``passes``: ``ci_high <
+        threshold``). ``passes`` is empty where no verdict applies.
     """
-    if get_method(method).returns_dict:
-        raise ConfigError(f"randomization_check: method {method!r} returns several maps")
-    if mask is not None:
-        mask = np.asarray(mask, dtype=bool)
-        if mask.shape != tuple(x.shape[2:]):
-            raise AttributionError(
-                f"mask: expected the input's spatial shape {tuple(x.shape[2:])}, got {mask.shape}"
-            )
-        if not mask.any():
-            raise AttributionError("mask: is empty; expected at least one voxel")
-    layers = parameter_layers(model)
-    if not layers:
-        raise ModelError(f"model {type(model).__name__}: has no parameters to randomise")
-
-    def rel(m: nn.Module) -> np.ndarray:
-        r = np.asarray(attribute(m, x, method=method, target=target, **method_options))
-        return np.abs(r) if absolute else r
-
-    original = rel(model)
-    randomized = copy.deepcopy(model)
-    device = model_device(model)
-    seeds = np.random.default_rng(seed).integers(0, 2**31 - 1, size=len(layers))
     rows = []
-    for step, (name, layer_seed) in enumerate(zip(reversed(layers), seeds, strict=True), 1):
-        module = randomized.get_submodule(name)
-        reset = getattr(module, "reset_parameters", None)
-        if not callable(reset):
-            raise ModelError(
-                f"layer {name!r} ({type(module).__name__}): has parameters but no "
-                "reset_parameters(), so it cannot be re-initialised. Fix: implement "
-                "reset_parameters() in that module"
-            )
-        devices = [device.index or 0] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(int(layer_seed))
-            reset()
-        if not cascade and step < len(layers):
-            continue
-        r = rel(randomized)
-        rho = (
-            _rank_correlation(original, r)
-            if mask is None
-            else _rank_correlation(original[..., mask], r[..., mask])
-        )
-        rows.append((step, name, rho, ssim(original, r)))
-    return pd.DataFrame(rows, columns=["step", "layer", "spearman", "ssim"])
 
+    def add(statistic, values, mode="", step=np.nan, layer="", verdict=None) -> None:
+        mean, lo, hi = bootstrap_mean(values, n_resamples=n_resamples, seed=seed)
+        passes = None if verdict is None else bool(verdict(lo, hi))
+        n = int(np.isfinite(values).sum())
+        rows.append((statistic, mode, step, layer, n, mean, lo, hi, passes))
 
-def passes_randomization(
-    df: pd.DataFrame, threshold: float = RANDOMIZATION_THRESHOLD, *, require: str = "full"
-) -> bool:
-    """Did the map change when the model's weights were randomised?
-
-    The statistic is |Spearman rho| between the trained model's map and the
-    randomised model's map. With ``require="full"`` (default) it is taken at the
-    last cascade step (all layers random); with ``require="every"`` every step
-    must be below the threshold, i.e. the map must already react when only the
-    classifier head is random (class-invariant maps such as ``cam_ng2018``, which
-    never look at the head, fail this stricter form). The method passes if the
-    statistic is below ``threshold`` (default 0.5: at most a quarter of the rank
-    variance shared). Maps that only echo the input (edges, intensities) keep a
-    high correlation and fail.
-
-    Parameters
-    ----------
-    df : pandas.DataFrame
-        Output of :func:`randomization_check`.
-    threshold : float
-        In (0, 1].
-    require : {"full", "every"}
-        Which cascade steps must fall below the threshold.
-
-    Returns
-    -------
-    bool
-    """
-    if not 0 < threshold <= 1:
-        raise ConfigError(f"threshold: expected a value in (0, 1], got {threshold}")
-    if require not in ("full", "every"):
-        raise ConfigError(f"require: expected 'full' or 'every', got {require!r}")
-    if df.empty or "spearman" not in df.columns:
-        raise AttributionError(
-            "passes_randomization: expected the non-empty table of randomization_check "
-            f"with a 'spearman' column, got columns {list(df.columns)} and {len(df)} rows"
-        )
-    ordered = df.sort_values("step") if "step" in df.columns else df
-    rho = np.abs(ordered["spearman"].to_numpy(dtype=float))
-    if np.any(np.isnan(rho)):
-        raise AttributionError("passes_randomization: the 'spearman' column contains NaN")
-    return bool(rho[-1] < threshold) if require == "full" else bool(np.all(rho < threshold))
-
-
-# --------------------------------------------------------------------------- deletion
-
-
-def deletion_curve(
-    model: nn.Module,
-    x: torch.Tensor,
-    relevance: np.ndarray,
-    *,
-    target: int,
-    steps: int = 20,
-    baseline: float = 0.0,
-    mask: np.ndarray | None = None,
-    batch_size: int = 8,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Target probability while the most relevant voxels are removed first.
-
-    Parameters
-    ----------
-    model : nn.Module
-        Classifier returning logits (put in eval mode).
-    x : torch.Tensor, shape (1, C, *spatial)
-        One sample.
-    relevance : np.ndarray, shape spatial
-        Map to test; ties are broken by voxel order (stable sort).
-    target : int
-        Class index.
-    steps : int
-        Number of deletion steps; ``fractions`` has ``steps + 1`` points from 0 to 1.
-    baseline : float
-        Value written into deleted voxels (all channels).
-    mask : np.ndarray of bool, shape spatial, optional
-        Only these voxels are ranked and deleted (e.g. the brain mask);
-        fractions are of the mask's voxels.
-    batch_size : int
-        Perturbed copies evaluated per forward pass.
-
-    Returns
-    -------
-    fractions : np.ndarray, shape (steps + 1,)
-        Fraction of (masked) voxels removed.
-    scores : np.ndarray, shape (steps + 1,)
-        Softmax probability of ``target`` at each fraction.
-    """
-    check_sample(x)
-    spatial = tuple(x.shape[2:])
-    rel = np.asarray(relevance, dtype=np.float64)
-    if rel.shape != spatial:
-        raise AttributionError(
-            f"relevance: expected shape {spatial} (the input's spatial shape), got {rel.shape}"
-        )
-    if not np.all(np.isfinite(rel)):
-        raise AttributionError("relevance: contains NaN/inf. Fix: check the attribution method")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ConfigError(f"steps: expected a positive int, got {steps!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size: expected a positive int, got {batch_size!r}")
-    if mask is None:
-        candidates = np.arange(rel.size)
-    else:
-        m = np.asarray(mask, dtype=bool)
-        if m.shape != spatial:
-            raise AttributionError(f"mask: expected shape {spatial}, got {m.shape}")
-        candidates = np.flatnonzero(m)
-        if candidates.size == 0:
-            raise AttributionError("mask: is empty; expected at least one voxel")
-    order = candidates[np.argsort(-rel.ravel()[candidates], kind="stable")]
-    fractions = np.linspace(0.0, 1.0, steps + 1)
-    counts = np.round(fractions * order.size).astype(int)
-
-    model.eval()
-    device = model_device(model)
-    x = to_model(model, x)
-    check_target(model, x, target)
-    order_t = torch.as_tensor(order, device=device)
-    scores = []
-    with torch.no_grad():
-        for start in range(0, len(counts), batch_size):
-            chunk = counts[start : start + batch_size]
-            batch = x.repeat(len(chunk), 1, *([1] * len(spatial)))
-            flat = batch.view(len(chunk), x.shape[1], -1)
-            for i, k in enumerate(chunk):
-                flat[i, :, order_t[:k]] = baseline
-            probs = torch.softmax(model(batch), dim=1)[:, target]
-            scores.append(probs.cpu().numpy())
-    return fractions, np.concatenate(scores).astype(np.float64)
-
-
-def area_over_curve(fractions: np.ndarray, scores: np.ndarray) -> float:
-    """Area between the starting score and the deletion curve.
-
-    ``AOC = integral over f in [0, 1] of (scores[0] - score(f)) df`` (trapezoid
-    rule). Higher = the target probability fell sooner = the map found the
-    voxels the model needs. Can be negative when deletion raises the score.
-
-    Parameters
-    ----------
-    fractions : np.ndarray, shape (K,)
-        Increasing, from 0 to 1.
-    scores : np.ndarray, shape (K,)
-
-    Returns
-    -------
-    float
-    """
-    f = np.asarray(fractions, dtype=np.float64)
-    s = np.asarray(scores, dtype=np.float64)
-    if f.ndim != 1 or f.shape != s.shape or f.size < 2:
-        raise AttributionError(
-            f"area_over_curve: expected two 1D arrays of equal length >= 2, "
-            f"got shapes {f.shape} and {s.shape}"
-        )
-    if np.any(np.diff(f) <= 0):
-        raise AttributionError("area_over_curve: fractions must be strictly increasing")
-    return float(np.trapezoid(s[0] - s, f))
+    if cascade.empty:
+        cascade = pd.DataFrame(columns=["mode", "step", "layer", "spearman_abs", "spearman_signed"])
+    last = cascade[cascade["mode"] == "cascade"]["step"].max() if len(cascade) else None
+    for (mode, step), g in cascade.groupby(["mode", "step"], sort=True):
+        for stat in ("spearman_abs", "spearman_signed"):
+            rule = (lambda lo, hi: hi < threshold) if (mode, step) == ("cascade", last) else None
+            add(stat, g[stat].to_numpy(float), mode, int(step), str(g["layer"].iloc[0]), rule)
+    for stat in ("deletion_area", "insertion_area"):
+        if stat in per_scan:
+            add(stat, per_scan[stat].to_numpy(float), verdict=lambda lo, hi: lo > 0)
+    for stat in ("spearman_abs_random_labels", "spearman_signed_random_labels"):
+        if stat in per_scan and per_scan[stat].notna().any():
+            add(stat, per_scan[stat].to_numpy(float), verdict=lambda lo, hi: hi < threshold)
+    columns = ["statistic", "mode", "step", "layer", "n_scans", "mean", "ci_low", "ci_high"]
+    out = pd.DataFrame(rows, columns=[*columns, "passes"])
+    out.insert(0, "method", method)
+    out["threshold"] = float(threshold)
+    out["requested_per_class"] = requested_per_class
+    return out
 
 
 # --------------------------------------------------------------------------- ground truth

@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from brainlens.report import plots
+from brainlens.report import sanity as sanity_report
 from brainlens.report.html import Section, badge, esc, figure, note, slug, table
 from brainlens.report.io import as_bool, fmt, fmt_pct, read_tsv
 
@@ -36,11 +37,20 @@ class MethodCheck:
     gt_rank: float = float("nan")
     gt_mass_share: float = float("nan")
     gt_hit_rate: float = float("nan")
+    verdict: sanity_report.SanityVerdict | None = None
 
     @property
     def fails(self) -> bool:
-        """True when the randomisation check was run and most scans failed it."""
+        """True when the randomisation check failed: by the summary's bootstrap verdict when
+        there is one, else (older results) when most scans failed it."""
+        if self.verdict is not None and self.verdict.randomization is not None:
+            return not self.verdict.randomization
         return not math.isnan(self.pass_share) and self.pass_share < PASS_SHARE
+
+    @property
+    def not_faithful(self) -> bool:
+        """True when deletion or insertion did not beat random order (summary verdict)."""
+        return self.verdict is not None and self.verdict.faithful is False
 
     @property
     def gt_top(self) -> bool | None:
@@ -55,9 +65,13 @@ def _mean(df: pd.DataFrame, col: str) -> float:
     return float(v.mean()) if v.notna().any() else float("nan")
 
 
-def summarize_checks(model: str, method: str, df: pd.DataFrame | None) -> MethodCheck:
-    """Aggregate one sanity table (one row per fold and scan) into a :class:`MethodCheck`."""
+def summarize_checks(
+    model: str, method: str, df: pd.DataFrame | None, summary: pd.DataFrame | None = None
+) -> MethodCheck:
+    """Aggregate one sanity table (one row per scan) and its summary into a :class:`MethodCheck`."""
     c = MethodCheck(model, method)
+    if summary is not None:
+        c.verdict = sanity_report.read_verdict(summary, df)
     if df is None or df.empty:
         return c
     c.n_scans = len(df)
@@ -77,6 +91,12 @@ def summarize_checks(model: str, method: str, df: pd.DataFrame | None) -> Method
 
 
 def _aoc_text(c: MethodCheck) -> str:
+    v = c.verdict
+    if v is not None and v.faithful is not None:
+        kind = "ok" if v.faithful else "bad"
+        return f"{fmt(v.deletion[0])} / {fmt(v.insertion[0])} " + badge(
+            "faithful" if v.faithful else "not faithful", kind
+        )
     if math.isnan(c.aoc):
         return "–"
     txt = f"{fmt(c.aoc)} vs {fmt(c.aoc_random)}"
@@ -100,7 +120,7 @@ def check_table(checks: list[MethodCheck], ground_truth: bool) -> str:
             "method": esc(c.method),
             "scans checked": str(c.n_scans),
             "passes randomisation (share of scans)": rand,
-            "deletion AOC vs random": _aoc_text(c),
+            "deletion vs random": _aoc_text(c),
         }
         if ground_truth:
             r |= {
@@ -120,10 +140,11 @@ def check_table(checks: list[MethodCheck], ground_truth: bool) -> str:
         "trained weights were replaced by random ones (|Spearman ρ| between the two maps below "
         f"{RANDOMIZATION_THRESHOLD:g}; Adebayo et al. 2018). A method that fails on most scans "
         "(red rows) shows image structure rather than what the model learned; do not "
-        "interpret its maps. <b>Deletion AOC</b>: area between the starting probability of the "
-        "target class and the curve obtained when deleting voxels in order of relevance; "
-        "higher = the probability falls faster. It should clearly exceed the same area for a "
-        "random deletion order."
+        "interpret its maps. The verdict (badge) is the bootstrap rule of the table below when "
+        "the checks wrote a summary, else the majority of scans. <b>Deletion vs random</b>: "
+        "mean deletion / insertion area between the relevance-ordered and the random-ordered "
+        "curve and the faithfulness verdict (older results: the deletion area over the curve, "
+        "relevance order vs random order; it should clearly exceed the random one)."
     )
     if ground_truth:
         cap += (
@@ -134,7 +155,7 @@ def check_table(checks: list[MethodCheck], ground_truth: bool) -> str:
         )
     return table(
         pd.DataFrame(rows),
-        text_columns=["method", "passes randomisation (share of scans)", "deletion AOC vs random"],
+        text_columns=["method", "passes randomisation (share of scans)", "deletion vs random"],
         row_class=classes,
         escape=False,
         caption_html=cap,
@@ -148,8 +169,14 @@ def meaning_section(
     deletion_tables: Mapping[tuple, Path],
     ground_truth: Mapping[str, Any] | None,
     writer: plots.FigureWriter,
+    summary_tables: Mapping[tuple, Path] | None = None,
 ) -> tuple[Section, dict[tuple[str, str], MethodCheck]]:
-    """Section 7; returns it and the check summary per (model, method)."""
+    """Section 7; returns it and the check summary per (model, method).
+
+    ``summary_tables`` (``results/sanity/<model>/<method>_summary.tsv``) add the
+    bootstrap verdicts, the cascade curves and the deletion/insertion area table.
+    """
+    summary_tables = summary_tables or {}
     sec = Section("meaningful", "Is the map meaningful?")
     sec.body = (
         "<p>An attribution map can look plausible and still explain nothing. Three checks: "
@@ -169,8 +196,9 @@ def meaning_section(
         sub = Section(slug("meaning", model), f"Checks of model {model}", level=3)
         body = []
         tables = {m: read_tsv(sanity_tables.get((model, m))) for m in methods}
+        summaries = {m: read_tsv(summary_tables.get((model, m))) for m in methods}
         for m in methods:
-            checks[(model, m)] = summarize_checks(model, m, tables[m])
+            checks[(model, m)] = summarize_checks(model, m, tables[m], summaries[m])
         have = [checks[(model, m)] for m in methods if tables[m] is not None]
         if not have:
             sub.body = note(f"No sanity-check results for model {esc(model)}.", "warn")
@@ -208,6 +236,7 @@ def meaning_section(
                 )
             )
         body.append(check_table(have, bool(ground_truth)))
+        body.extend(sanity_report.sanity_parts(model, checks, summaries, writer))
         rand = {
             m: pd.to_numeric(t["spearman_random"], errors="coerce").to_numpy()
             for m, t in tables.items()
@@ -233,7 +262,14 @@ def meaning_section(
                 )
             )
         dele = {m: read_tsv(deletion_tables.get((model, m))) for m in methods}
-        src = plots.save_if(writer, plots.deletion_figure(dele), f"deletion_{model}")
+        src = None
+        if any(d is not None and "order" in d for d in dele.values()):
+            src = plots.save_if(writer, sanity_report.curves_figure(dele), f"curves_{model}")
+            if src:
+                figs.append(figure(src, sanity_report.CURVES_CAPTION, f"curves of {model}"))
+            src = None
+        else:
+            src = plots.save_if(writer, plots.deletion_figure(dele), f"deletion_{model}")
         if src:
             figs.append(
                 figure(

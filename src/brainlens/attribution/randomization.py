@@ -1,0 +1,413 @@
+"""Model-parameter randomisation (Adebayo et al. 2018) and map similarity.
+
+A map that barely changes when the trained weights are replaced by random ones does
+not explain the model. :func:`randomization_curves` randomises layer groups
+(:func:`layer_groups`) cascading from the output down and independently, and compares
+|map| and the signed map with the trained model's by Spearman rank correlation;
+:func:`randomization_check` / :func:`passes_randomization` are the older
+single-statistic form. Re-exported by :mod:`brainlens.attribution.sanity`.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import ndimage, stats
+from torch import nn
+
+from brainlens.attribution._common import AttributionError, model_device
+from brainlens.attribution.methods import attribute, get_method
+from brainlens.errors import ConfigError, ModelError
+
+#: Default threshold of :func:`passes_randomization` on |Spearman rho|.
+RANDOMIZATION_THRESHOLD = 0.5
+
+
+# --------------------------------------------------------------------------- similarity
+
+
+def _rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rho; 1 for two identical constant maps, 0 if only one is constant."""
+    a, b = a.ravel(), b.ravel()
+    const_a, const_b = np.ptp(a) == 0, np.ptp(b) == 0
+    if const_a or const_b:
+        return 1.0 if (const_a and const_b and np.array_equal(a, b)) else 0.0
+    return float(stats.spearmanr(a, b).statistic)
+
+
+def _minmax(a: np.ndarray) -> np.ndarray:
+    lo, hi = float(a.min()), float(a.max())
+    return np.zeros_like(a) if hi == lo else (a - lo) / (hi - lo)
+
+
+def ssim(a: np.ndarray, b: np.ndarray, *, window: int = 7) -> float:
+    """Mean structural similarity of two maps after min-max scaling each to [0, 1].
+
+    Parameters
+    ----------
+    a, b : np.ndarray, same shape (2D or 3D)
+        Maps to compare.
+    window : int
+        Edge of the uniform local window (clipped to the smallest axis).
+
+    Returns
+    -------
+    float
+        Mean SSIM (1 = identical structure), constants C1 = 0.01^2, C2 = 0.03^2.
+    """
+    if a.shape != b.shape:
+        raise AttributionError(f"ssim: maps have shapes {a.shape} and {b.shape}; expected equal")
+    x, y = _minmax(a.astype(np.float64)), _minmax(b.astype(np.float64))
+    size = max(1, min(window, *x.shape))
+    mx, my = ndimage.uniform_filter(x, size), ndimage.uniform_filter(y, size)
+    vx = ndimage.uniform_filter(x * x, size) - mx * mx
+    vy = ndimage.uniform_filter(y * y, size) - my * my
+    cxy = ndimage.uniform_filter(x * y, size) - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+    return float(s.mean())
+
+
+# --------------------------------------------------------------------------- randomisation
+
+
+def parameter_layers(model: nn.Module) -> list[str]:
+    """Names of modules that own parameters, in registration order (input -> output).
+
+    Parameters
+    ----------
+    model : nn.Module
+
+    Returns
+    -------
+    list of str
+        Dotted names; the cascade randomises them in reverse order.
+    """
+    return [
+        name
+        for name, m in model.named_modules()
+        if name and any(True for _ in m.parameters(recurse=False))
+    ]
+
+
+def _reset(model: nn.Module, name: str, seed: int, device: torch.device) -> None:
+    """Re-initialise submodule ``name`` in place with its ``reset_parameters()``, seeded.
+
+    The global torch RNG state is restored afterwards.
+    """
+    module = model.get_submodule(name)
+    reset = getattr(module, "reset_parameters", None)
+    if not callable(reset):
+        raise ModelError(
+            f"layer {name!r} ({type(module).__name__}): has parameters but no "
+            "reset_parameters(), so it cannot be re-initialised. Fix: implement "
+            "reset_parameters() in that module"
+        )
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        reset()
+
+
+def _check_mask(mask: np.ndarray | None, x: torch.Tensor) -> np.ndarray | None:
+    if mask is None:
+        return None
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != tuple(x.shape[2:]):
+        raise AttributionError(
+            f"mask: expected the input's spatial shape {tuple(x.shape[2:])}, got {mask.shape}"
+        )
+    if not mask.any():
+        raise AttributionError("mask: is empty; expected at least one voxel")
+    return mask
+
+
+def randomization_check(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    method: str,
+    target: int,
+    seed: int,
+    absolute: bool = True,
+    cascade: bool = True,
+    mask: np.ndarray | None = None,
+    **method_options: object,
+) -> pd.DataFrame:
+    """Cascading parameter randomisation (Adebayo et al. 2018).
+
+    On a deep copy of the trained model, layers that own parameters are
+    re-initialised one at a time from the output towards the input (registration
+    order of ``named_modules`` is taken as forward order); after each step the map
+    is recomputed and compared with the trained model's map. Each layer is
+    re-initialised with its own ``reset_parameters()`` under a seeded RNG (the
+    global torch RNG state is restored afterwards).
+
+    Parameters
+    ----------
+    model : nn.Module
+        The trained model (not modified).
+    x : torch.Tensor, shape (1, C, *spatial)
+        One sample.
+    method : str
+        A key of :data:`~brainlens.attribution.METHODS` (single-map methods only).
+    target : int
+        Class index.
+    seed : int
+        Seed of the re-initialisation.
+    absolute : bool
+        Compare |map| (default), so sign flips do not count as change.
+    cascade : bool
+        Recompute the map after every step (default). ``False`` re-initialises all
+        layers the same way but computes the map only once, at the last step (all
+        layers random): what :func:`passes_randomization` reads, at a fraction of the
+        cost for expensive methods (occlusion, integrated gradients).
+    mask : np.ndarray of bool, shape spatial, optional
+        Compare the maps inside these voxels only (e.g. the brain mask). Outside the
+        head most methods give (near) zero for any model, and those shared ties
+        alone pull the rank correlation towards 1 whatever the map does in the brain.
+    **method_options
+        Passed to :func:`~brainlens.attribution.attribute`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per cascade step: ``step`` (1 = top layer only), ``layer`` (the
+        layer re-initialised at that step; all layers above it are random too),
+        ``spearman`` (rank correlation with the original map over all voxels, or
+        the ``mask``'s; 1 for identical constant maps, 0 if only one map is constant)
+        and ``ssim`` (whole map).
+    """
+    if get_method(method).returns_dict:
+        raise ConfigError(f"randomization_check: method {method!r} returns several maps")
+    mask = _check_mask(mask, x)
+    layers = parameter_layers(model)
+    if not layers:
+        raise ModelError(f"model {type(model).__name__}: has no parameters to randomise")
+
+    def rel(m: nn.Module) -> np.ndarray:
+        r = np.asarray(attribute(m, x, method=method, target=target, **method_options))
+        return np.abs(r) if absolute else r
+
+    original = rel(model)
+    randomized = copy.deepcopy(model)
+    device = model_device(model)
+    seeds = np.random.default_rng(seed).integers(0, 2**31 - 1, size=len(layers))
+    rows = []
+    for step, (name, layer_seed) in enumerate(zip(reversed(layers), seeds, strict=True), 1):
+        _reset(randomized, name, int(layer_seed), device)
+        if not cascade and step < len(layers):
+            continue
+        r = rel(randomized)
+        rho = (
+            _rank_correlation(original, r)
+            if mask is None
+            else _rank_correlation(original[..., mask], r[..., mask])
+        )
+        rows.append((step, name, rho, ssim(original, r)))
+    return pd.DataFrame(rows, columns=["step", "layer", "spearman", "ssim"])
+
+
+def passes_randomization(
+    df: pd.DataFrame, threshold: float = RANDOMIZATION_THRESHOLD, *, require: str = "full"
+) -> bool:
+    """Did the map change when the model's weights were randomised?
+
+    The statistic is |Spearman rho| between the trained model's map and the
+    randomised model's map. With ``require="full"`` (default) it is taken at the
+    last cascade step (all layers random); with ``require="every"`` every step
+    must be below the threshold, i.e. the map must already react when only the
+    classifier head is random (class-invariant maps such as ``cam_ng2018``, which
+    never look at the head, fail this stricter form). The method passes if the
+    statistic is below ``threshold`` (default 0.5: at most a quarter of the rank
+    variance shared). Maps that only echo the input (edges, intensities) keep a
+    high correlation and fail.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Output of :func:`randomization_check`.
+    threshold : float
+        In (0, 1].
+    require : {"full", "every"}
+        Which cascade steps must fall below the threshold.
+
+    Returns
+    -------
+    bool
+    """
+    if not 0 < threshold <= 1:
+        raise ConfigError(f"threshold: expected a value in (0, 1], got {threshold}")
+    if require not in ("full", "every"):
+        raise ConfigError(f"require: expected 'full' or 'every', got {require!r}")
+    if df.empty or "spearman" not in df.columns:
+        raise AttributionError(
+            "passes_randomization: expected the non-empty table of randomization_check "
+            f"with a 'spearman' column, got columns {list(df.columns)} and {len(df)} rows"
+        )
+    ordered = df.sort_values("step") if "step" in df.columns else df
+    rho = np.abs(ordered["spearman"].to_numpy(dtype=float))
+    if np.any(np.isnan(rho)):
+        raise AttributionError("passes_randomization: the 'spearman' column contains NaN")
+    return bool(rho[-1] < threshold) if require == "full" else bool(np.all(rho < threshold))
+
+
+#: Normalisation layers that :func:`layer_groups` merges into the layer before them.
+_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+
+
+def layer_groups(model: nn.Module, granularity: str = "blocks") -> list[list[str]]:
+    """Parameterised modules grouped into randomisation steps, input -> output.
+
+    Parameters
+    ----------
+    model : nn.Module
+    granularity : {"blocks", "modules"}
+        ``"modules"``: one group per module that owns parameters
+        (:func:`parameter_layers`). ``"blocks"``: a normalisation layer (batch, instance,
+        group or layer norm) joins the parameterised module before it, so a conv and
+        its batch norm are randomised together (``rieke2018_3d``: 4 conv blocks and 3
+        dense layers = 7 steps instead of 11).
+
+    Returns
+    -------
+    list of list of str
+        Dotted module names per group; the cascade randomises the groups in reverse.
+    """
+    if granularity not in ("blocks", "modules"):
+        raise ConfigError(
+            f"attribution.sanity.layers: expected 'blocks' or 'modules', got {granularity!r}"
+        )
+    names = parameter_layers(model)
+    if not names:
+        raise ModelError(f"model {type(model).__name__}: has no parameters to randomise")
+    groups: list[list[str]] = []
+    for name in names:
+        norm = isinstance(model.get_submodule(name), _NORMS)
+        if granularity == "blocks" and norm and groups:
+            groups[-1].append(name)
+        else:
+            groups.append([name])
+    return groups
+
+
+def map_similarity(
+    original: np.ndarray, other: np.ndarray, mask: np.ndarray | None
+) -> tuple[float, float, float]:
+    """Spearman of |maps|, Spearman of the signed maps (inside ``mask``), SSIM of |maps|.
+
+    Parameters
+    ----------
+    original, other : np.ndarray, same shape (spatial)
+    mask : np.ndarray of bool, shape spatial, or None (all voxels)
+
+    Returns
+    -------
+    tuple of float
+    """
+    a, b = (original, other) if mask is None else (original[..., mask], other[..., mask])
+    return (
+        _rank_correlation(np.abs(a), np.abs(b)),
+        _rank_correlation(a, b),
+        ssim(np.abs(original), np.abs(other)),
+    )
+
+
+def randomization_curves(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    method: str,
+    target: int,
+    seed: int,
+    groups: Sequence[Sequence[str]] | None = None,
+    modes: Sequence[str] = ("cascade", "independent"),
+    every_step: bool = True,
+    mask: np.ndarray | None = None,
+    original: np.ndarray | None = None,
+    **method_options: object,
+) -> pd.DataFrame:
+    """Cascading and independent parameter randomisation (Adebayo et al. 2018).
+
+    On deep copies of the trained model, layer groups are re-initialised with their
+    modules' ``reset_parameters()``, group ``k`` (counted from the output) always
+    with the same seed, so the two modes share their first step:
+
+    * ``cascade``: step ``k`` randomises the top ``k`` groups (step ``len(groups)``:
+      the whole model is random);
+    * ``independent``: step ``k`` randomises group ``k`` only.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The trained model (not modified).
+    x : torch.Tensor, shape (1, C, *spatial)
+        One sample.
+    method : str
+        A key of :data:`~brainlens.attribution.METHODS` (single-map methods only).
+    target : int
+        Class index.
+    seed : int
+        Seed of the re-initialisation (the global torch RNG state is left alone).
+    groups : sequence of sequence of str, optional
+        Output of :func:`layer_groups` (default ``layer_groups(model, "blocks")``).
+    modes : sequence of {"cascade", "independent"}
+    every_step : bool
+        Compute every step (default). False computes step 0 and the last cascade step
+        only (independent mode is then skipped): what the pass rule reads, at a
+        fraction of the cost for expensive methods.
+    mask : np.ndarray of bool, shape spatial, optional
+        Compare the maps inside these voxels only (brain mask and field of view).
+    original : np.ndarray, shape spatial, optional
+        The trained model's map, if already computed (signed, as the method returns it).
+    **method_options
+        Passed to :func:`~brainlens.attribution.attribute`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``mode, step, layer, spearman_abs, spearman_signed, ssim``; step 0 (nothing
+        random, ``layer`` empty) has correlation 1 by definition; ``layer`` names the
+        group randomised at that step (``+``-joined module names).
+    """
+    if get_method(method).returns_dict:
+        raise ConfigError(f"randomization_curves: method {method!r} returns several maps")
+    unknown = sorted(set(modes) - {"cascade", "independent"})
+    if unknown or not modes:
+        raise ConfigError(f"modes: expected 'cascade' and/or 'independent', got {list(modes)}")
+    mask = _check_mask(mask, x)
+    top_down = [list(g) for g in reversed(groups or layer_groups(model))]
+    seeds = np.random.default_rng(seed).integers(0, 2**31 - 1, size=len(top_down))
+    device = model_device(model)
+
+    def rel(m: nn.Module) -> np.ndarray:
+        return np.asarray(attribute(m, x, method=method, target=target, **method_options))
+
+    ref = rel(model) if original is None else np.asarray(original)
+    cache: dict[tuple[int, ...], np.ndarray] = {}
+
+    def randomised_map(which: tuple[int, ...]) -> np.ndarray:
+        if which not in cache:
+            m = copy.deepcopy(model)
+            for g in which:
+                for name in top_down[g]:
+                    _reset(m, name, int(seeds[g]), device)
+            cache[which] = rel(m)
+        return cache[which]
+
+    n = len(top_down)
+    rows = []
+    for mode in modes:
+        if mode == "independent" and not every_step:
+            continue
+        rows.append((mode, 0, "", 1.0, 1.0, 1.0))
+        for k in range(1, n + 1) if every_step else [n]:
+            which = tuple(range(k)) if mode == "cascade" else (k - 1,)
+            r_abs, r_signed, s = map_similarity(ref, randomised_map(which), mask)
+            rows.append((mode, k, "+".join(top_down[k - 1]), r_abs, r_signed, s))
+    columns = ["mode", "step", "layer", "spearman_abs", "spearman_signed", "ssim"]
+    return pd.DataFrame(rows, columns=columns)
