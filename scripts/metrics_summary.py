@@ -1,9 +1,14 @@
-"""Rule metrics_summary: per-fold metrics plus mean, sd and 95% CI."""
+"""Rule metrics_summary: per-fold subject- and scan-level metrics, mean, sd, corrected CI."""
 
 from brainlens.logutil import setup_logging
 
 setup_logging(snakemake.log[0])
 
-from brainlens.metrics import write_metrics_summary
+from brainlens.summary import write_metrics_summary
 
-write_metrics_summary(list(snakemake.input.metrics), snakemake.output.summary)
+write_metrics_summary(
+    list(snakemake.input.metrics),
+    snakemake.output.summary,
+    predictions_tsvs=list(snakemake.input.predictions),
+    folds_tsv=snakemake.input.folds,
+)

@@ -12,10 +12,11 @@ from scipy import stats
 from sklearn import metrics as skm
 
 from brainlens.errors import ConfigError
-from brainlens.metrics import (
-    classification_metrics,
-    summarize_metrics,
-    to_jsonable,
+from brainlens.metrics import classification_metrics, summarize_metrics, to_jsonable
+from brainlens.summary import (
+    fold_sizes,
+    subject_metrics,
+    subject_predictions,
     write_metrics_summary,
 )
 
@@ -116,41 +117,115 @@ def test_bad_inputs_raise(y, proba, names):
         classification_metrics(y, proba, names)
 
 
-def test_summary_mean_sd_ci():
+def test_summary_mean_sd_corrected_ci():
     vals = [0.6, 0.7, 0.8, 0.9]
     per_fold = [
         {"fold": i, "balanced_accuracy": v, "per_class": {"a": {"f1": v}}}
         for i, v in enumerate(vals)
     ]
-    t = summarize_metrics(per_fold)
+    t = summarize_metrics(per_fold, n_train=60, n_test={0: 20, 1: 20, 2: 20, 3: 20})
     assert list(t.index) == [0, 1, 2, 3, "mean", "sd", "ci95_low", "ci95_high"]
     assert t.index.name == "fold"
     col = t["balanced_accuracy"]
     sd = np.std(vals, ddof=1)
-    half = stats.t.ppf(0.975, 3) * sd / 2
+    # Nadeau-Bengio: variance factor 1/K + n_test/n_train, not 1/K
+    half = stats.t.ppf(0.975, 3) * sd * np.sqrt(1 / 4 + 20 / 60)
     assert col["mean"] == pytest.approx(0.75) and col["sd"] == pytest.approx(sd)
     assert col["ci95_low"] == pytest.approx(0.75 - half)
     assert col["ci95_high"] == pytest.approx(0.75 + half)
     assert t.loc["mean", "f1_a"] == pytest.approx(0.75)
 
 
+def test_summary_sizes_from_the_metrics_or_an_error():
+    per_fold = [
+        {"fold": i, "accuracy": v, "n_train": 50, "n_val": 10, "n_test": 20}
+        for i, v in enumerate([0.6, 0.8, 0.7])
+    ]
+    t = summarize_metrics(per_fold)
+    expect = summarize_metrics(per_fold, n_train=60, n_test=20)
+    assert t.loc["ci95_low", "accuracy"] == pytest.approx(expect.loc["ci95_low", "accuracy"])
+    with pytest.raises(ConfigError, match="corrected interval"):
+        summarize_metrics([{"fold": 0, "accuracy": 0.5}, {"fold": 1, "accuracy": 0.6}])
+
+
+def _two_session_predictions() -> pd.DataFrame:
+    """sub-1 (pos) has two sessions, one right (0.9) and one wrong (0.3): mean 0.6."""
+    rows = [
+        ("sub-1_ses-1", "sub-1", "ses-1", "pos", 0.9),
+        ("sub-1_ses-2", "sub-1", "ses-2", "pos", 0.3),
+        ("sub-2", "sub-2", "n/a", "neg", 0.2),
+        ("sub-3", "sub-3", "n/a", "neg", 0.7),
+    ]
+    df = pd.DataFrame(rows, columns=["scan_id", "participant_id", "session_id", "label", "p"])
+    return df.assign(prob_neg=1 - df["p"], prob_pos=df["p"]).drop(columns="p")
+
+
+def test_subject_predictions_average_the_sessions():
+    subj = subject_predictions(_two_session_predictions())
+    assert subj["participant_id"].tolist() == ["sub-1", "sub-2", "sub-3"]
+    one = subj.set_index("participant_id").loc["sub-1"]
+    assert one["prob_pos"] == pytest.approx(0.6) and one["n_scans"] == 2
+    assert one["pred"] == "pos"
+    m = subject_metrics(_two_session_predictions())
+    # subjects: sub-1 right, sub-2 right, sub-3 wrong -> recalls pos 1, neg 1/2
+    assert m["n"] == 3 and m["balanced_accuracy"] == pytest.approx(0.75)
+    assert m["positive_class"] == "pos"
+
+
+def _folds_table() -> pd.DataFrame:
+    rows = []
+    subs = {"sub-1": ["ses-1", "ses-2"], "sub-2": ["n/a"], "sub-3": ["n/a"]}
+    subs |= {f"sub-{i}": ["n/a"] for i in range(4, 10)}
+    for fold in (0, 1, 2):
+        for i, (s, sessions) in enumerate(subs.items()):
+            role = "test" if (i < 3 if fold != 1 else 3 <= i < 6) else "val" if i == 8 else "train"
+            for ses in sessions:
+                rows.append((s, ses, fold, role, "pos" if s == "sub-1" else "neg"))
+    return pd.DataFrame(rows, columns=["participant_id", "session_id", "fold", "role", "label"])
+
+
+def test_fold_sizes_count_subjects_not_scans():
+    sizes = fold_sizes(_folds_table())
+    assert sizes.loc[0].tolist() == [6, 3]  # sub-1's two sessions count once
+    assert sizes.loc[1].tolist() == [6, 3]
+
+
 def test_write_metrics_summary(tmp_path):
-    paths = []
+    metrics, preds = [], []
+    pred = _two_session_predictions()
     for fold in (2, 0, 1):
-        m = classification_metrics(Y2, np.roll(PROBA2, fold, axis=0), ["n", "p"])
-        m.update(fold=fold, best_epoch=3 + fold, n_test=10)
-        p = tmp_path / f"fold-{fold}" / "metrics.json"
-        p.parent.mkdir()
-        p.write_text(json.dumps(to_jsonable(m)))
-        paths.append(p)
+        proba = pred[["prob_neg", "prob_pos"]].to_numpy()
+        p = np.roll(proba, fold, axis=0)
+        m = classification_metrics(pred["label"].to_numpy(), p, ["neg", "pos"])
+        m.update(fold=fold, best_epoch=3 + fold, n_test=4, monitor="val_loss", best_val=0.5)
+        path = tmp_path / f"fold-{fold}" / "metrics.json"
+        path.parent.mkdir()
+        path.write_text(json.dumps(to_jsonable(m)))
+        metrics.append(path)
+        preds.append(tmp_path / f"fold-{fold}" / "predictions.tsv")
+        pred.assign(prob_neg=p[:, 0], prob_pos=p[:, 1]).to_csv(preds[-1], sep="\t", index=False)
+    folds = tmp_path / "folds.tsv"
+    _folds_table().to_csv(folds, sep="\t", index=False)
     out = tmp_path / "summary.tsv"
-    table = write_metrics_summary(paths, out)
+    table = write_metrics_summary(metrics, out, predictions_tsvs=preds, folds_tsv=folds)
     back = pd.read_csv(out, sep="\t", index_col="fold")
     assert list(back.index) == ["2", "0", "1", "mean", "sd", "ci95_low", "ci95_high"]
-    assert "balanced_accuracy" in back.columns and "roc_auc" in back.columns
+    assert {"balanced_accuracy", "scan_balanced_accuracy", "roc_auc", "scan_roc_auc"} <= set(
+        back.columns
+    )
+    # plain names are per subject (3), scan_ ones per scan (4)
+    assert back.loc["0", "n"] == 3 and back.loc["0", "scan_n"] == 4
+    assert back.loc["0", "balanced_accuracy"] == pytest.approx(0.75)
+    assert back.loc["0", "scan_balanced_accuracy"] == pytest.approx(
+        skm.balanced_accuracy_score([1, 1, 0, 0], [1, 0, 0, 1])
+    )
+    assert back.loc["0", "n_subjects_test"] == 3 and back.loc["0", "n_subjects_trainval"] == 6
+    assert back.loc["mean", "val_loss"] == pytest.approx(0.5)
     assert back.loc["mean", "best_epoch"] == pytest.approx(4.0)
     assert back.loc["mean", "balanced_accuracy"] == pytest.approx(
         table.loc["mean", "balanced_accuracy"], rel=1e-5
     )
     with pytest.raises(ConfigError, match="duplicate fold"):
-        write_metrics_summary([paths[0], paths[0]], out)
+        write_metrics_summary(
+            [metrics[0], metrics[0]], out, predictions_tsvs=preds[:2], folds_tsv=folds
+        )

@@ -14,8 +14,9 @@ import pytest
 from scipy import ndimage
 
 from brainlens.grid import BBOX_MIN
-from brainlens.metrics import classification_metrics, to_jsonable, write_metrics_summary
+from brainlens.metrics import classification_metrics, to_jsonable
 from brainlens.report import build_report
+from brainlens.summary import write_metrics_summary
 
 CLASSES = ["control", "patient"]
 MODEL = "tiny3d"
@@ -127,6 +128,7 @@ def make_results(root: Path, *, folds: tuple[int, ...] = (0, 1), ground_truth: b
         kw["predictions"][(MODEL, k)] = _tsv(pred, train / f"fold-{k}" / "predictions.tsv")
         m = classification_metrics(y, proba, CLASSES)
         m.update(fold=k, model=MODEL, best_epoch=3, n_test=len(y))
+        m.update(monitor="val_loss", best_val=0.3 + 0.05 * k)
         if ground_truth:  # the demo-like results were trained with 3 restarts per fold
             m.update(restart=k + 1, restarts=3)
         path = train / f"fold-{k}" / "metrics.json"
@@ -143,7 +145,12 @@ def make_results(root: Path, *, folds: tuple[int, ...] = (0, 1), ground_truth: b
         )
         kw["histories"][(MODEL, k)] = _tsv(hist, train / f"fold-{k}" / "history.tsv")
     summary = train / "metrics_summary.tsv"
-    write_metrics_summary([kw["fold_metrics"][(MODEL, k)] for k in folds], summary)
+    write_metrics_summary(
+        [kw["fold_metrics"][(MODEL, k)] for k in folds],
+        summary,
+        predictions_tsvs=[kw["predictions"][(MODEL, k)] for k in folds],
+        folds_tsv=kw["folds_tsv"],
+    )
     kw["summaries"] = {MODEL: summary}
 
     att = root / "attribution" / MODEL
@@ -437,3 +444,165 @@ def test_multiclass_roc_and_confusion_figures(tmp_path):
     assert (tmp_path / "figures" / "roc_multi_class.png").stat().st_size > 0
     one_class = {"0": preds["0"].assign(label="a")}
     assert plots.roc_figure(one_class) is None  # nothing to draw without both classes
+
+
+def _add_model(kw: dict, root: Path, name: str, best_val: float) -> None:
+    """A second model whose test predictions are perfect but whose validation loss is
+    ``best_val`` in every fold."""
+    train = root / "results" / "train" / name
+    folds = sorted({k[1] for k in kw["fold_metrics"]})
+    for k in folds:
+        pred = pd.read_csv(kw["predictions"][(MODEL, k)], sep="\t")
+        y = np.array([CLASSES.index(v) for v in pred["label"]])
+        proba = np.column_stack([1 - (0.1 + 0.8 * y), 0.1 + 0.8 * y])
+        pred = pred.assign(
+            pred=[CLASSES[i] for i in y], prob_control=proba[:, 0], prob_patient=proba[:, 1]
+        )
+        kw["predictions"][(name, k)] = _tsv(pred, train / f"fold-{k}" / "predictions.tsv")
+        m = classification_metrics(y, proba, CLASSES)
+        m.update(fold=k, model=name, best_epoch=2, n_test=len(y))
+        m.update(monitor="val_loss", best_val=best_val)
+        path = train / f"fold-{k}" / "metrics.json"
+        path.write_text(json.dumps(to_jsonable(m)))
+        kw["fold_metrics"][(name, k)] = path
+        kw["histories"][(name, k)] = kw["histories"][(MODEL, k)]
+    kw["summaries"][name] = train / "metrics_summary.tsv"
+    write_metrics_summary(
+        [kw["fold_metrics"][(name, k)] for k in folds],
+        kw["summaries"][name],
+        predictions_tsvs=[kw["predictions"][(name, k)] for k in folds],
+        folds_tsv=kw["folds_tsv"],
+    )
+
+
+@pytest.fixture(scope="module")
+def two_models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("two")
+    kw = make_results(root / "results", ground_truth=False)
+    _add_model(kw, root, "wide3d", best_val=0.9)  # better on test, worse on validation
+    kw["config"]["train"]["model"] = [MODEL, "wide3d"]
+    for key in ("attribution_tables", "region_tables", "region_fold_tables"):
+        kw[key] = {}
+    out = build_report(
+        out_html=root / "report" / "index.html", figures_dir=root / "report" / "figures", **kw
+    )
+    return kw, out.read_text()
+
+
+def test_best_model_is_chosen_on_validation_not_test(two_models):
+    kw, text = two_models
+    test_ba = {
+        m: pd.read_csv(p, sep="\t", index_col="fold").loc["mean", "balanced_accuracy"]
+        for m, p in kw["summaries"].items()
+    }
+    assert test_ba["wide3d"] > test_ba[MODEL]  # wide3d is better on test ...
+    header = text.split('<header class="page"')[1].split("</header>")[0]
+    # ... but tiny3d has the lower mean validation loss, so it is the one named
+    assert "<b>wide3d</b>" not in header
+    assert f"balanced accuracy (subjects), {MODEL}" in header
+    assert "by mean validation loss over folds" in header and f"<b>{MODEL}</b>" in header
+    perf = text.split('id="performance"')[1].split('id="maps"')[0]
+    rows = re.findall(r'<tr class="([^"]*)"><td class="text">([a-z0-9]+)</td>', perf)
+    assert ("good", MODEL) in rows and ("", "wide3d") in rows
+
+
+def test_models_compared_by_paired_differences(two_models):
+    kw, text = two_models
+    assert "Paired differences" in text and "mean difference A − B" in text
+    perf = text.split('id="performance"')[1].split('id="maps"')[0]
+    assert "overlap" not in perf.lower()  # no "overlapping intervals mean no difference"
+    s = {
+        m: pd.read_csv(p, sep="\t", index_col="fold").drop(
+            index=["mean", "sd", "ci95_low", "ci95_high"]
+        )
+        for m, p in kw["summaries"].items()
+    }
+    d = s[MODEL]["balanced_accuracy"] - s["wide3d"]["balanced_accuracy"]
+    assert f'<td class="">{d.mean():.3f}</td>' in text  # tiny3d − wide3d, per fold, averaged
+
+
+def test_single_model_has_nothing_to_choose(without_gt):
+    _, _, text = without_gt
+    header = text.split('<header class="page"')[1].split("</header>")[0]
+    assert "nothing to choose" in header and "subject-level balanced accuracy" in header
+    perf = text.split('id="performance"')[1]
+    assert "overlap" not in perf.lower() and "Paired differences" not in text
+    assert "test subjects" in perf and "balanced accuracy (scans)" in perf
+    assert "validation loss" in perf and "Nadeau and Bengio" in perf
+
+
+def _score(model: str, val: float, test: list[float], metric: str = "val_loss"):
+    from brainlens.report.performance import ModelScore
+
+    folds = pd.DataFrame(
+        {"balanced_accuracy": test, "n_subjects_trainval": 40, "n_subjects_test": 10},
+        index=[str(i) for i in range(len(test))],
+    )
+    return ModelScore(
+        model, balanced_accuracy=float(np.mean(test)), val_metric=metric, val_mean=val, folds=folds
+    )
+
+
+@pytest.mark.parametrize(
+    "scores, expected",
+    [
+        # lower loss wins even with a lower test score
+        ([_score("a", 0.4, [0.6, 0.7]), _score("b", 0.5, [0.9, 0.9])], "a"),
+        # accuracy-like monitors: higher is better
+        (
+            [
+                _score("a", 0.7, [0.9, 0.9], "val_balanced_accuracy"),
+                _score("b", 0.8, [0.6, 0.6], "val_balanced_accuracy"),
+            ],
+            "b",
+        ),
+        # selected on different validation values: no ranking, no best
+        ([_score("a", 0.4, [0.9]), _score("b", 0.8, [0.6], "val_roc_auc")], None),
+        ([_score("a", float("nan"), [0.9]), _score("b", float("nan"), [0.6])], None),
+        ([_score("only", float("nan"), [0.9])], "only"),  # nothing to choose
+    ],
+)
+def test_best_model_reads_validation_only(scores, expected):
+    from brainlens.report.performance import best_model
+
+    best = best_model(scores)
+    assert (best.model if best else None) == expected
+
+
+def test_paired_differences_use_the_corrected_t():
+    from brainlens.report.comparison import paired_differences
+    from brainlens.stats import corrected_resampled_t
+
+    a, b = _score("a", 0.4, [0.6, 0.7, 0.8]), _score("b", 0.5, [0.5, 0.7, 0.6])
+    d = paired_differences([a, b])
+    row = d[d.metric == "balanced_accuracy"].iloc[0]
+    ref = corrected_resampled_t([0.1, 0.0, 0.2], 40, 10)
+    assert (row.model_a, row.model_b, row.n_folds) == ("a", "b", 3)
+    assert row.mean_diff == pytest.approx(0.1) and row.p == pytest.approx(ref.p)
+    assert (row.ci95_low, row.ci95_high) == pytest.approx((ref.ci_low, ref.ci_high))
+
+
+def test_summary_recomputed_when_missing_or_old(tmp_path):
+    from brainlens.report import plots
+    from brainlens.report.performance import performance_section
+
+    kw = make_results(tmp_path / "results", ground_truth=False)
+    summary = pd.read_csv(kw["summaries"][MODEL], sep="\t", index_col="fold")
+    old = tmp_path / "old_summary.tsv"  # an older brainlens: scan-level, no scan_ columns
+    summary.drop(columns=[c for c in summary.columns if c.startswith("scan_")]).to_csv(
+        old, sep="\t"
+    )
+    writer = plots.FigureWriter(tmp_path / "figures", tmp_path)
+    args = (kw["fold_metrics"], kw["predictions"], {}, writer)
+    for summaries in ({}, {MODEL: old}):
+        _, (score,) = performance_section([MODEL], summaries, *args, kw["folds_tsv"])
+        assert score.level == "subject" and score.val_metric == "val_loss"
+        assert score.balanced_accuracy == pytest.approx(summary.loc["mean", "balanced_accuracy"])
+        assert score.ci_low == pytest.approx(max(0, summary.loc["ci95_low", "balanced_accuracy"]))
+    # without predictions: per scan, still with the corrected interval from folds.tsv
+    _, (score,) = performance_section(
+        [MODEL], {}, kw["fold_metrics"], {}, {}, writer, kw["folds_tsv"]
+    )
+    assert score.level == "scan"
+    assert score.balanced_accuracy == pytest.approx(summary.loc["mean", "scan_balanced_accuracy"])
+    assert not np.isnan(score.ci_low)

@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 from sklearn import metrics as skm
 
 from brainlens.errors import ConfigError, InputFileError
+from brainlens.stats import corrected_resampled_t
 
 #: Scalar metrics present for every number of classes.
 SCALAR_METRICS = (
@@ -202,22 +202,61 @@ def _scalars(d: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
+def _sizes_of(
+    items: Sequence[tuple[Any, Mapping[str, Any]]],
+    given: Mapping[Any, float] | Sequence[float] | float | None,
+    choices: Sequence[Sequence[str]],
+    name: str,
+) -> np.ndarray:
+    """One size per fold: ``given`` (by fold or position), else the first of ``choices``
+    (key groups, summed) that a fold's dict has."""
+    if given is not None:
+        if isinstance(given, Mapping):
+            missing = [f for f, _ in items if f not in given and str(f) not in given]
+            if missing:
+                raise ConfigError(f"summarize_metrics: {name} lacks fold(s) {missing}")
+            return np.array([float(given.get(f, given.get(str(f)))) for f, _ in items])
+        arr = np.asarray(given, dtype=float)
+        return np.full(len(items), float(arr)) if arr.ndim == 0 else arr
+    out = []
+    for f, d in items:
+        keys = next((ks for ks in choices if d.get(ks[0]) is not None), None)
+        if keys is None:
+            raise ConfigError(
+                f"summarize_metrics: fold {f} has none of {[ks[0] for ks in choices]}, so "
+                f"the corrected interval cannot be computed. Fix: pass {name}= (subjects "
+                "per fold, from folds.tsv) or use write_metrics_summary"
+            )
+        out.append(sum(float(d.get(k) or 0) for k in keys))
+    return np.array(out)
+
+
 def summarize_metrics(
     per_fold: Sequence[Mapping[str, Any]] | Mapping[Any, Mapping[str, Any]],
+    *,
+    n_train: Mapping[Any, float] | Sequence[float] | float | None = None,
+    n_test: Mapping[Any, float] | Sequence[float] | float | None = None,
 ) -> pd.DataFrame:
-    """One row per fold plus mean, SD and a t-based 95 % confidence interval.
+    """One row per fold plus mean, SD and the corrected resampled 95 % interval.
 
     Parameters
     ----------
     per_fold : sequence of dict, or dict fold -> dict
         Metrics dicts (as in ``metrics.json``). In a sequence, a dict's ``fold`` key
         names its fold (else its position).
+    n_train, n_test : dict fold -> int, sequence, int, or None
+        Training and test sizes per fold for the correction (subjects, as splits are
+        by subject; the training size counts every unit not tested: train + val).
+        None: each dict's ``n_subjects_trainval`` / ``n_subjects_test``, else
+        ``n_train + n_val`` / ``n_test`` (scans).
 
     Returns
     -------
     DataFrame
         Index ``fold``: the folds, then ``mean``, ``sd`` (ddof 1), ``ci95_low``,
-        ``ci95_high`` (mean -+ t(0.975, n-1) * sd / sqrt(n); nan for one fold).
+        ``ci95_high``: the corrected resampled t-interval of Nadeau and Bengio (2003)
+        (:func:`brainlens.stats.corrected_resampled_t`; folds share training
+        subjects, so the naive t-interval would be too narrow); nan for one fold.
         Columns: every numeric scalar metric (e.g. ``balanced_accuracy``); nested
         per-class metrics become ``<metric>_<class>``. Folds missing a metric get nan.
     """
@@ -227,16 +266,19 @@ def summarize_metrics(
         items = [(d.get("fold", i), d) for i, d in enumerate(per_fold)]
     if not items:
         raise ConfigError("summarize_metrics: expected at least one fold's metrics, got none")
+    tr = _sizes_of(items, n_train, [("n_subjects_trainval",), ("n_train", "n_val")], "n_train")
+    te = _sizes_of(items, n_test, [("n_subjects_test",), ("n_test",)], "n_test")
     rows = pd.DataFrame([_scalars(d) for _, d in items], index=[f for f, _ in items])
-    n = rows.notna().sum()
-    mean = rows.mean()
-    sd = rows.std(ddof=1)
-    t = pd.Series(
-        [stats.t.ppf(0.975, m - 1) if m > 1 else float("nan") for m in n], index=rows.columns
-    )
-    half = t * sd / np.sqrt(n.where(n > 0))
+    ci = {c: corrected_resampled_t(rows[c].to_numpy(dtype=float), tr, te) for c in rows.columns}
     summary = pd.DataFrame(
-        [mean, sd, mean - half, mean + half], index=list(SUMMARY_ROWS), columns=rows.columns
+        [
+            rows.mean(),
+            rows.std(ddof=1),
+            pd.Series({c: r.ci_low for c, r in ci.items()}, dtype=float),
+            pd.Series({c: r.ci_high for c, r in ci.items()}, dtype=float),
+        ],
+        index=list(SUMMARY_ROWS),
+        columns=rows.columns,
     )
     table = pd.concat([rows, summary])
     table.index = pd.Index(list(table.index), name="fold", dtype=object)
@@ -252,35 +294,3 @@ def read_metrics_json(path: str | Path) -> dict[str, Any]:
         return json.loads(p.read_text())
     except json.JSONDecodeError as err:
         raise InputFileError(p, f"not valid JSON ({err})", "re-run the training step") from err
-
-
-def write_metrics_summary(metrics_jsons: Sequence[str | Path], out_tsv: str | Path) -> pd.DataFrame:
-    """Summarise per-fold ``metrics.json`` files into one TSV.
-
-    Parameters
-    ----------
-    metrics_jsons : sequence of path
-        One file per fold; each one's ``fold`` key (else its position) labels its row.
-    out_tsv : path
-        Output TSV (index column ``fold``), written atomically.
-
-    Returns
-    -------
-    DataFrame
-        The table from :func:`summarize_metrics`.
-    """
-    per_fold = []
-    for i, path in enumerate(metrics_jsons):
-        d = read_metrics_json(path)
-        d.setdefault("fold", i)
-        per_fold.append(d)
-    folds = [d["fold"] for d in per_fold]
-    if len(set(folds)) != len(folds):
-        raise ConfigError(f"write_metrics_summary: duplicate fold ids {folds} among the inputs")
-    table = summarize_metrics(per_fold)
-    out = Path(out_tsv)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    table.to_csv(tmp, sep="\t", float_format="%.6g")
-    tmp.replace(out)
-    return table

@@ -62,6 +62,8 @@ rule train_model:
 rule metrics_summary:
     input:
         metrics=expand("results/train/{{model}}/fold-{fold}/metrics.json", fold=FOLDS),
+        predictions=expand("results/train/{{model}}/fold-{fold}/predictions.tsv", fold=FOLDS),
+        folds="results/folds/folds.tsv",
     output:
         summary="results/train/{model}/metrics_summary.tsv",
     log:

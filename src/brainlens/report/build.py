@@ -45,10 +45,49 @@ def _config_list(value: Any) -> list[str]:
     return [str(v) for v in value]
 
 
+def _model_sentence(data: DataFacts, shown: ModelScore, scores: list[ModelScore]) -> str:
+    """How the named model was chosen, and its test results (subject level first)."""
+    k = max(len(data.classes), len(shown.classes), 2)
+    ci = (
+        f" (95% CI {fmt(shown.ci_low, 2)}–{fmt(shown.ci_high, 2)}, corrected for the folds "
+        "sharing training subjects)"
+        if not math.isnan(shown.ci_low)
+        else " (no confidence interval: one fold)"
+    )
+    best = best_model(scores)
+    if len(scores) <= 1:
+        which = f"The model <b>{esc(shown.model)}</b> (the only one: nothing to choose)"
+    elif best is shown:
+        which = (
+            f"Chosen among {len(scores)} models by mean validation "
+            f"{esc(str(shown.val_metric)[4:])} over folds (the test parts played no part in "
+            f"the choice), <b>{esc(shown.model)}</b>"
+        )
+    else:
+        which = (
+            f"No model could be chosen on validation; the first of {len(scores)} models, "
+            f"<b>{esc(shown.model)}</b>,"
+        )
+    unit = "subject" if shown.level == "subject" else "scan"
+    scan = (
+        f"; per scan {fmt(shown.scan_balanced_accuracy, 2)}"
+        if shown.level == "subject" and not math.isnan(shown.scan_balanced_accuracy)
+        else ""
+    )
+    return (
+        f"{which} reached a mean {unit}-level balanced accuracy of "
+        f"<b>{fmt(shown.balanced_accuracy, 2)}</b>{ci} over {shown.n_folds} test "
+        f"fold{'s' if shown.n_folds != 1 else ''} (chance: {fmt(1 / k, 2)})"
+        + (f", ROC AUC {fmt(shown.roc_auc, 2)}" if not math.isnan(shown.roc_auc) else "")
+        + scan
+        + "."
+    )
+
+
 def _summary_html(
     data: DataFacts,
     best: ModelScore | None,
-    n_models: int,
+    scores: list[ModelScore],
     regions: RegionFacts,
     atlases: list[str],
     methods: list[str],
@@ -70,24 +109,7 @@ def _summary_html(
     if best is None:
         parts.append("No model performance results were available.")
     else:
-        k = max(len(data.classes), len(best.classes), 2)
-        ci = (
-            f" (95% CI {fmt(best.ci_low, 2)}–{fmt(best.ci_high, 2)})"
-            if not math.isnan(best.ci_low)
-            else " (no confidence interval: one fold)"
-        )
-        which = (
-            f"The best of {n_models} models, <b>{esc(best.model)}</b>,"
-            if n_models > 1
-            else f"The model <b>{esc(best.model)}</b>"
-        )
-        parts.append(
-            f"{which} reached a mean balanced accuracy of <b>{fmt(best.balanced_accuracy, 2)}</b>"
-            f"{ci} over {best.n_folds} test fold{'s' if best.n_folds != 1 else ''} "
-            f"(chance: {fmt(1 / k, 2)})"
-            + (f", ROC AUC {fmt(best.roc_auc, 2)}" if not math.isnan(best.roc_auc) else "")
-            + "."
-        )
+        parts.append(_model_sentence(data, best, scores))
         if atlases:
             top, used = consensus_regions(regions, best.model, atlases[0], methods, checks)
             if top:
@@ -101,6 +123,12 @@ def _summary_html(
             "Methods failing the randomisation check (not to be interpreted): "
             + ", ".join(esc(m) for m in failing)
             + "."
+        )
+    unfaithful = sorted({m for (_, m), c in checks.items() if c.not_faithful})
+    if unfaithful:
+        parts.append(
+            "Methods whose deletion or insertion curve does not beat a random order (not "
+            "faithful): " + ", ".join(esc(m) for m in unfaithful) + "."
         )
     if gt:
         parts.append(_gt_sentence(gt, best, regions, checks))
@@ -174,6 +202,8 @@ def build_report(
     agreement_tables: Mapping[tuple[str, str], Path],
     sanity_tables: Mapping[tuple[str, str], Path],
     deletion_tables: Mapping[tuple[str, str], Path],
+    sanity_summary_tables: Mapping[tuple[str, str], Path] | None = None,
+    sanity_cascade_tables: Mapping[tuple[str, str], Path] | None = None,
     ground_truth: Path | None,
     template_t1w: Path | None,
 ) -> Path:
@@ -196,7 +226,8 @@ def build_report(
         ``any_outlier``) and ``folds.tsv``.
     summaries : dict model -> Path
         ``metrics_summary.tsv`` per model (folds + ``mean``, ``sd``, ``ci95_low``,
-        ``ci95_high``).
+        ``ci95_high``; plain metric names per subject, ``scan_*`` per scan; see
+        :mod:`brainlens.summary`).
     fold_metrics, predictions, histories : dict (model, fold) -> Path
         ``metrics.json``, ``predictions.tsv`` and ``history.tsv`` per model and fold.
     attribution_tables : dict (model, method, fold) -> Path
@@ -207,7 +238,12 @@ def build_report(
     agreement_tables : dict (model, atlas) -> Path
         Method-by-method Spearman matrices.
     sanity_tables, deletion_tables : dict (model, method) -> Path
-        Sanity-check and deletion-curve tables.
+        Sanity-check (one row per scan) and deletion/insertion-curve tables.
+    sanity_summary_tables, sanity_cascade_tables : dict (model, method) -> Path, optional
+        ``<method>_summary.tsv`` (bootstrap intervals and verdicts; the cascade curves
+        are drawn from it) and ``<method>_cascade.tsv`` (per scan and step) of
+        :mod:`brainlens.attribution.checks`; the cascade tables are an input so the
+        report re-runs when they change.
     ground_truth : Path or None
         ``ground_truth.json`` of synthetic data (``atlas``, ``region``, ``label``); None for
         real data (the planted-region parts are then left out).
@@ -260,9 +296,11 @@ def build_report(
     s_data = dataset_section(inputs_tsv, qc_tsv, data)
     s_folds = folds_section(folds_tsv, config, data)
     s_perf, scores = performance_section(
-        models, summaries, fold_metrics, predictions, histories, writer
+        models, summaries, fold_metrics, predictions, histories, writer, folds_tsv
     )
-    s_meaning, checks = meaning_section(models, methods, sanity_tables, deletion_tables, gt, writer)
+    s_meaning, checks = meaning_section(
+        models, methods, sanity_tables, deletion_tables, gt, writer, sanity_summary_tables
+    )
     s_maps = maps_section(models, methods, attribution_tables, template_t1w, checks, writer)
     s_regions, region_facts = regions_section(
         models,
@@ -279,7 +317,10 @@ def build_report(
         s_meaning.children.append(
             ground_truth_section(gt, checks, region_facts.gt_rank, region_facts.gt_n)
         )
+    # named on validation only; without a validation ranking the first model with results
     best = best_model(scores)
+    if best is None or not best.n_folds:
+        best = next((s for s in scores if s.n_folds), None)
     classes = list(data.classes) or (best.classes if best else [])
     question = (
         "Can a 3D convolutional neural network tell "
@@ -294,9 +335,12 @@ def build_report(
     now = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     headline = []
     if best is not None:
-        headline.append((fmt(best.balanced_accuracy, 2), f"balanced accuracy, {best.model}"))
+        unit = "subjects" if best.level == "subject" else "scans"
+        headline.append(
+            (fmt(best.balanced_accuracy, 2), f"balanced accuracy ({unit}), {best.model}")
+        )
         if not math.isnan(best.ci_low):
-            headline.append((f"{fmt(best.ci_low, 2)}–{fmt(best.ci_high, 2)}", "95% CI"))
+            headline.append((f"{fmt(best.ci_low, 2)}–{fmt(best.ci_high, 2)}", "95% CI (corrected)"))
     headline += [
         (str(data.n_scans), "scans"),
         (str(data.n_participants), "participants"),
@@ -318,7 +362,7 @@ def build_report(
         )
         + f'<div class="question"><b>Question.</b> {question}</div>'
         + kpis(headline)
-        + _summary_html(data, best, len(models), region_facts, atlases, methods, checks, gt)
+        + _summary_html(data, best, scores, region_facts, atlases, methods, checks, gt)
         + "</header>"
     )
     sections = [s_data, s_folds, s_perf, s_maps, s_regions, s_meaning, _settings_section(config)]
