@@ -1,4 +1,4 @@
-"""Rule folds: subject-level stratified splits, audited for leakage."""
+"""Rule folds: subject-level stratified splits, audited for leakage and near duplicates."""
 
 import pandas as pd
 
@@ -6,6 +6,7 @@ from brainlens.logutil import setup_logging
 
 setup_logging(snakemake.log[0])
 
+from brainlens.duplicates import read_near_duplicates
 from brainlens.folds import write_folds
 
 scans = pd.read_csv(snakemake.input.inputs, sep="\t", dtype=str, keep_default_na=False)
@@ -13,5 +14,7 @@ write_folds(
     scans[scans["status"] == "ok"],
     snakemake.output.folds,
     seed=snakemake.params.seed,
+    near_duplicates=read_near_duplicates(snakemake.input.near_duplicates),
+    on_duplicate=snakemake.params.on_duplicate,
     **snakemake.params.options,
 )

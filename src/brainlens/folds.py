@@ -484,7 +484,14 @@ def read_folds(path: str | Path) -> pd.DataFrame:
     return df
 
 
-def write_folds(scans: str | Path | pd.DataFrame, out_tsv: str | Path, **options) -> pd.DataFrame:
+def write_folds(
+    scans: str | Path | pd.DataFrame,
+    out_tsv: str | Path,
+    *,
+    near_duplicates: pd.DataFrame | None = None,
+    on_duplicate: str = "fail",
+    **options,
+) -> pd.DataFrame:
     """Make, audit and write the folds table.
 
     Parameters
@@ -493,6 +500,12 @@ def write_folds(scans: str | Path | pd.DataFrame, out_tsv: str | Path, **options
         The scans table (TSV path or frame), see :func:`make_folds`.
     out_tsv : path
         Where to write the folds TSV (written to a temp file, then renamed).
+    near_duplicates : DataFrame, optional
+        Pairs of scans of different participants with near-identical maps
+        (:mod:`brainlens.duplicates`); checked before any fold is made.
+    on_duplicate : {"fail", "warn"}
+        What such a pair does (``folds.on_duplicate``): ``fail`` raises and writes
+        nothing, ``warn`` logs a warning and writes the folds.
     **options
         Keyword arguments of :func:`make_folds` (``seed`` is required).
 
@@ -500,8 +513,17 @@ def write_folds(scans: str | Path | pd.DataFrame, out_tsv: str | Path, **options
     -------
     DataFrame
         The folds table that was written.
+
+    Raises
+    ------
+    LeakageError
+        The audit failed, or a near-duplicate pair exists with ``on_duplicate="fail"``.
     """
     table = scans if isinstance(scans, pd.DataFrame) else read_scans(scans)
+    if near_duplicates is not None:
+        from brainlens.duplicates import check_near_duplicates
+
+        check_near_duplicates(near_duplicates, on_duplicate, scans=table)
     folds = make_folds(table, **options)
     audit_folds(folds, scans=table)
     out = Path(out_tsv)

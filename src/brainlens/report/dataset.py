@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -233,6 +234,7 @@ def folds_section(folds_tsv: Path | None, config: Mapping[str, Any], facts: Data
             "ok",
         )
     )
+    body.append(_near_duplicates_part(Path(folds_tsv), fcfg))
     df["role"] = df["role"].astype(str)
     df["label"] = df["label"].astype(str)
     facts.n_folds = int(df["fold"].nunique())
@@ -263,6 +265,45 @@ def folds_section(folds_tsv: Path | None, config: Mapping[str, Any], facts: Data
         )
     sec.body = "\n".join(body)
     return sec
+
+
+def _near_duplicates_part(folds_tsv: Path, fcfg: Mapping[str, Any]) -> str:
+    """The near-duplicate audit (``near_duplicates.tsv`` beside the folds table)."""
+    path = folds_tsv.parent / "near_duplicates.tsv"
+    df = read_tsv(path, required=("scan_a", "scan_b", "correlation"))
+    if df is None:
+        return note(f"No near-duplicate audit (<code>{esc(path)}</code> is missing).", "warn")
+    summary = folds_tsv.parent / "near_duplicates.json"
+    facts = json.loads(summary.read_text()) if summary.is_file() else {}
+    best = facts.get("max_other") or {}
+    margin = (
+        f" The most similar scans of different participants, {esc(best.get('scan_a'))} and "
+        f"{esc(best.get('scan_b'))}, correlate at {fmt(best.get('correlation'), 4)}."
+        if best
+        else ""
+    )
+    threshold = fmt(fcfg.get("duplicate_threshold", facts.get("threshold")), 4)
+    if not len(df):
+        return note(
+            f"✔ <b>No near duplicates:</b> no two scans of different participants have "
+            f"grey-matter maps correlating above {threshold}.{margin}",
+            "ok",
+        )
+    shown = df.copy()
+    shown["correlation"] = pd.to_numeric(shown["correlation"]).map(lambda v: f"{v:.4f}")
+    return note(
+        f"⚠ <b>{len(df)} possible near duplicate(s)</b> (<code>folds.on_duplicate: "
+        f"{esc(fcfg.get('on_duplicate', 'warn'))}</code>): scans of different participants "
+        f"whose MNI-space grey-matter maps correlate above {threshold}. If they are one "
+        "person, their scans may sit on two sides of a fold.",
+        "warn",
+    ) + table(
+        shown.astype(str),
+        text_columns=list(shown.columns),
+        row_class=["flag"] * len(shown),
+        caption_html="If a pair is one person, give both scans one participant_id in "
+        "participants.tsv and re-run.",
+    )
 
 
 def fmt_share(value: Any) -> str:
