@@ -66,9 +66,25 @@ BAD = [
     ),
     ("unknown key", lambda c: c.__setitem__("trian", {}), ["trian"]),
     (
+        "attribution.baseline control class",
+        lambda c: c["attribution"].__setitem__("baseline", {"kind": "train_control_mean"}),
+        ["attribution.baseline.control_class", "train_control_mean"],
+    ),
+    ("regions.rank_by", lambda c: c["regions"].__setitem__("rank_by", "sum"), ["sum", "abs"]),
+    (
         "exclude_scans id",
         lambda c: c.__setitem__("exclude_scans", {"sub-01/../x": "bad"}),
         ["exclude_scans", "sub-01/../x"],
+    ),
+    (
+        "folds.on_duplicate",
+        lambda c: c["folds"].__setitem__("on_duplicate", "ignore"),
+        ["on_duplicate", "fail", "warn"],
+    ),
+    (
+        "folds.duplicate_threshold",
+        lambda c: c["folds"].__setitem__("duplicate_threshold", 1.5),
+        ["duplicate_threshold"],
     ),
     (
         "lateralized flip",
@@ -101,12 +117,18 @@ def test_good_config_dry_run_plans_the_chain(tmp_path: Path) -> None:
         "demo_scan",
         "demo_metadata",
         "check_inputs",
+        "near_duplicates",
         "folds",
         "train_model",
+        "attribution_baseline",
         "attribute",
         "report",
     ):
         assert rule in jobs, jobs
+    # one baseline per fold, from its training part (occlusion takes one, gradients not)
+    assert (
+        jobs["attribution_baseline"] == yaml.safe_load(SMALL_CONFIG.read_text())["folds"]["n_folds"]
+    ), jobs
 
 
 def test_per_model_method_sets_plan_their_own_jobs(tmp_path: Path) -> None:
