@@ -15,12 +15,12 @@ rule report:
         attributions=[
             f"results/attribution/{m}/{k}/fold-{f}.tsv" for m, k in MODEL_METHODS for f in FOLDS
         ],
-        regions=[f"results/regions/{m}/{k}/{a}.tsv" for m, k in MODEL_METHODS for a in ATLASES],
-        region_folds=[
-            f"results/regions/{m}/{k}/{a}_folds.tsv" for m, k in MODEL_METHODS for a in ATLASES
-        ],
+        regions=[f"results/regions/{m}/{k}/{a}.tsv" for m, k, a in REGION_KEYS],
+        region_folds=[f"results/regions/{m}/{k}/{a}_folds.tsv" for m, k, a in REGION_KEYS],
         agreement=expand(
-            "results/regions/{model}/agreement_{atlas}.tsv", model=MODELS, atlas=ATLASES
+            "results/regions/{model}/agreement_{atlas}.tsv",
+            model=model_names(config),
+            atlas=ATLASES,
         ),
         sanity=[f"results/sanity/{m}/{k}.tsv" for m, k in MODEL_METHODS],
         deletion=[f"results/sanity/{m}/{k}_deletion.tsv" for m, k in MODEL_METHODS],
@@ -43,8 +43,8 @@ rule report:
         models=MODELS,
         model_fold=list(product(MODELS, FOLDS)),
         model_method_fold=[(m, k, f) for m, k in MODEL_METHODS for f in FOLDS],
-        model_method_atlas=[(m, k, a) for m, k in MODEL_METHODS for a in ATLASES],
-        model_atlas=list(product(MODELS, ATLASES)),
+        model_method_atlas=REGION_KEYS,
+        model_atlas=list(product(model_names(config), ATLASES)),
         model_method=MODEL_METHODS,
     script:
         "../../scripts/report.py"
