@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import logging
 import zlib
 from pathlib import Path
 
@@ -11,8 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from brainlens.bids import find_scans, read_participants, scan_key, scan_table
+from brainlens.bids import find_scans, read_participants, scan_key, scan_subdir, scan_table
 from brainlens.errors import DatasetError, InputFileError
+from brainlens.folds import scan_id
 from brainlens.inputs import check_dataset
 
 
@@ -37,11 +39,44 @@ def _dataset(root: Path, ids=("sub-01", "sub-02", "sub-03"), sessions=False) -> 
 
 
 @pytest.mark.parametrize(
-    ("pid", "ses", "expected"),
-    [("sub-01", "n/a", "sub-01"), ("sub-01", "ses-2", "sub-01_ses-2"), ("sub-01", None, "sub-01")],
+    ("pid", "ses", "expected", "subdir"),
+    [
+        ("sub-01", "n/a", "sub-01", "sub-01"),
+        ("sub-01", "ses-2", "sub-01_ses-2", "sub-01/ses-2"),
+        ("sub-01", None, "sub-01", "sub-01"),
+        ("sub-01", float("nan"), "sub-01", "sub-01"),
+        ("sub-01", "", "sub-01", "sub-01"),
+        ("sub-01", "ses-2_run-2", "sub-01_ses-2_run-2", "sub-01/ses-2"),
+        ("sub-01", "acq-x_run-2", "sub-01_acq-x_run-2", "sub-01"),
+    ],
 )
-def test_scan_key(pid: str, ses, expected: str) -> None:  # noqa: ANN001
-    assert scan_key(pid, ses) == expected
+def test_scan_key(pid: str, ses, expected: str, subdir: str) -> None:  # noqa: ANN001
+    """One home of scan ids: folds.scan_id gives the same; subdir keeps only the session."""
+    assert scan_key(pid, ses) == expected == scan_id(pid, ses)
+    assert scan_subdir(pid, ses) == subdir
+
+
+def test_participants_row_without_scan_is_a_warning(tmp_path: Path, caplog) -> None:  # noqa: ANN001
+    """A row without a T1w (even with an n/a label) is left out with a warning; the
+    input-check stage accepts the same participants.tsv."""
+    root = _dataset(tmp_path / "bids")
+    _edit_participants(
+        root,
+        lambda t: pd.concat([t, t.tail(1).assign(participant_id="sub-09", diagnosis="n/a")]),
+    )
+    with caplog.at_level(logging.WARNING, logger="brainlens"):
+        table = scan_table(root, label_column="diagnosis")
+    assert list(table["scan"]) == ["sub-01", "sub-02", "sub-03"]
+    assert "sub-09" in caplog.text and "without a T1w" in caplog.text
+    out = _check(root, tmp_path / "inputs.tsv")
+    assert list(out["status"]) == ["ok"] * 3
+
+
+def test_check_dataset_refuses_a_scan_without_label(tmp_path: Path) -> None:
+    root = _dataset(tmp_path / "bids")
+    _edit_participants(root, lambda t: t.assign(diagnosis=["CN", "n/a", "AD"]))
+    with pytest.raises(DatasetError, match=r"sub-02.*drop_missing_labels"):
+        _check(root, tmp_path / "inputs.tsv")
 
 
 def test_scan_table_joins_labels_with_sessions(tmp_path: Path) -> None:
@@ -57,13 +92,6 @@ def _edit_participants(root: Path, fn) -> None:  # noqa: ANN001
 
 
 CASES = [
-    (
-        "listed but missing",
-        lambda r: _edit_participants(
-            r, lambda t: pd.concat([t, t.tail(1).assign(participant_id="sub-09")])
-        ),
-        ["sub-09", "without a T1w scan"],
-    ),
     (
         "scan without row",
         lambda r: _t1w(r / "sub-07" / "anat" / "sub-07_T1w.nii.gz"),

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from brainlens.bids import read_participants
+from brainlens.bids import is_missing, read_participants
 from brainlens.errors import DatasetError, InputFileError
 
 log = logging.getLogger(__name__)
@@ -70,8 +70,10 @@ def check_dataset(
     Raises
     ------
     DatasetError
-        With ``on_invalid="fail"`` and at least one invalid scan, or an ``excluded`` id
-        that is not a scan of the dataset (nothing is written).
+        With ``on_invalid="fail"`` and at least one invalid scan, an ``excluded`` id
+        that is not a scan of the dataset, or a scan whose participant has no label in
+        ``participants.tsv`` (rows of participants without a scan may lack one); nothing
+        is written.
     """
     from brainlens.preprocess import check_t1w
 
@@ -87,8 +89,18 @@ def check_dataset(
             f"{', '.join(unknown)}; expected scan ids such as {scans['scan'].iloc[0]!r} "
             "(sub-<label>[_ses-<label>]). Fix the ids or remove them from exclude_scans."
         )
-    participants = read_participants(Path(participants_tsv), label_column=label_column)
+    participants = read_participants(
+        Path(participants_tsv), label_column=label_column, missing_labels="keep"
+    )
     labels = participants.set_index("participant_id")
+    unlabelled = sorted(
+        set(scans["participant_id"]) & set(labels.index[labels[label_column].map(is_missing)])
+    )
+    if unlabelled:
+        raise DatasetError(
+            f"{participants_tsv}: no {label_column!r} value for {unlabelled[:10]}. Fix: fill in "
+            "the label, or set participants.drop_missing_labels: true to leave them out"
+        )
     rows = []
     for rec in scans.to_dict("records"):
         row = {k: rec[k] for k in ("scan", "participant_id", "session_id", "path")}
