@@ -11,4 +11,5 @@ write_metrics_summary(
     snakemake.output.summary,
     predictions_tsvs=list(snakemake.input.predictions),
     folds_tsv=snakemake.input.folds,
+    positive_class=snakemake.params.positive_class,
 )

@@ -229,3 +229,109 @@ def test_write_metrics_summary(tmp_path):
         write_metrics_summary(
             [metrics[0], metrics[0]], out, predictions_tsvs=preds[:2], folds_tsv=folds
         )
+
+
+# --------------------------------------------------------------- positive_class (issue 23)
+
+#: AD/CN test part: AD is column 0 (sorted names), so by default CN would be positive.
+Y_ADCN = np.array(["AD", "AD", "AD", "AD", "CN", "CN", "CN", "CN", "CN", "CN"])
+P_AD = np.array([0.9, 0.8, 0.7, 0.4, 0.6, 0.3, 0.2, 0.1, 0.2, 0.3])  # P(AD)
+PROBA_ADCN = np.column_stack([P_AD, 1 - P_AD])
+
+
+def test_positive_class_makes_sensitivity_about_that_class():
+    m = classification_metrics(Y_ADCN, PROBA_ADCN, ["AD", "CN"], positive_class="AD")
+    y_ad = (Y_ADCN == "AD").astype(int)
+    pred_ad = (P_AD > 0.5).astype(int)
+    assert m["positive_class"] == "AD"
+    assert m["sensitivity"] == pytest.approx(skm.recall_score(y_ad, pred_ad))  # 3/4
+    assert m["specificity"] == pytest.approx(skm.recall_score(y_ad, pred_ad, pos_label=0))
+    assert m["ppv"] == pytest.approx(skm.precision_score(y_ad, pred_ad))  # 3/4
+    assert m["npv"] == pytest.approx(5 / 6)
+    assert m["f1"] == pytest.approx(skm.f1_score(y_ad, pred_ad))
+    assert m["roc_auc"] == pytest.approx(skm.roc_auc_score(y_ad, P_AD))
+    assert m["average_precision"] == pytest.approx(skm.average_precision_score(y_ad, P_AD))
+    # class-symmetric metrics and the confusion matrix (class_names order) do not move
+    default = classification_metrics(Y_ADCN, PROBA_ADCN, ["AD", "CN"])
+    assert default["positive_class"] == "CN"
+    assert default["sensitivity"] == pytest.approx(m["specificity"])
+    assert default["sensitivity"] != pytest.approx(m["sensitivity"])
+    assert m["balanced_accuracy"] == default["balanced_accuracy"]
+    assert m["confusion_matrix"] == default["confusion_matrix"]
+
+
+@pytest.mark.parametrize(
+    ("names", "proba", "pos", "match"),
+    [
+        (["AD", "CN"], PROBA_ADCN, "MCI", "not one of the classes"),
+        (["AD", "CN", "MCI"], np.full((10, 3), 1 / 3), "AD", "two classes only"),
+    ],
+)
+def test_positive_class_refused_when_it_cannot_apply(names, proba, pos, match):
+    y = np.array([0, 1] * 5)
+    with pytest.raises(ConfigError, match=match):
+        classification_metrics(y, proba, names, positive_class=pos)
+
+
+def _adcn_predictions() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "participant_id": [f"sub-{i}" for i in range(10)],
+            "session_id": "n/a",
+            "label": Y_ADCN,
+            "prob_AD": P_AD,
+            "prob_CN": 1 - P_AD,
+        }
+    )
+
+
+def test_summary_uses_the_positive_class_for_subject_and_scan_metrics(tmp_path):
+    pred = _adcn_predictions()
+    # metrics.json as training writes it: the default positive class (CN)
+    m = classification_metrics(pred["label"], pred[["prob_AD", "prob_CN"]].to_numpy(), ["AD", "CN"])
+    m.update(fold=0, n_test=10)
+    (tmp_path / "metrics.json").write_text(json.dumps(to_jsonable(m)))
+    pred.to_csv(tmp_path / "predictions.tsv", sep="\t", index=False)
+    folds = pd.DataFrame(
+        {
+            "participant_id": [*pred["participant_id"], "sub-x", "sub-y"],
+            "session_id": "n/a",
+            "fold": 0,
+            "role": ["test"] * 10 + ["train", "val"],
+            "label": [*Y_ADCN, "AD", "CN"],
+        }
+    )
+    folds.to_csv(tmp_path / "folds.tsv", sep="\t", index=False)
+    kw = {"predictions_tsvs": [tmp_path / "predictions.tsv"], "folds_tsv": tmp_path / "folds.tsv"}
+    ad = write_metrics_summary(
+        [tmp_path / "metrics.json"], tmp_path / "s.tsv", **kw, positive_class="AD"
+    )
+    cn = write_metrics_summary([tmp_path / "metrics.json"], tmp_path / "t.tsv", **kw)
+    assert ad.loc[0, "sensitivity"] == pytest.approx(0.75)  # 3 of 4 AD found
+    assert ad.loc[0, "scan_sensitivity"] == pytest.approx(0.75)  # recomputed, not metrics.json's
+    assert ad.loc[0, "scan_roc_auc"] == pytest.approx(ad.loc[0, "roc_auc"])
+    assert cn.loc[0, "sensitivity"] == pytest.approx(5 / 6)  # today's default: about CN
+    assert cn.loc[0, "scan_sensitivity"] == pytest.approx(5 / 6)
+    assert subject_metrics(pred, "AD")["positive_class"] == "AD"
+
+
+def test_report_names_and_uses_the_configured_positive_class(tmp_path):
+    from test_report import MODEL, make_results
+
+    from brainlens.report import plots
+    from brainlens.report.performance import performance_section
+
+    kw = make_results(tmp_path / "results", ground_truth=False)
+    writer = plots.FigureWriter(tmp_path / "figures", tmp_path)
+    args = (kw["fold_metrics"], kw["predictions"], {}, writer, kw["folds_tsv"])
+    sec, _ = performance_section([MODEL], {}, *args, positive_class="control")
+    body = sec.children[0].body
+    assert "treat <b>control</b> as the positive class (set by <code>positive_class</code>" in body
+    default, _ = performance_section([MODEL], {}, *args)
+    assert "<b>patient</b> as the positive class (<code>positive_class: null</code>" in (
+        default.children[0].body
+    )
+    preds = {k[1]: pd.read_csv(p, sep="\t") for k, p in kw["predictions"].items()}
+    fig = plots.roc_figure(preds, "control")
+    assert fig.axes[0].get_title() == "positive class: control"
+    assert plots.roc_figure(preds).axes[0].get_title() == "positive class: patient"

@@ -30,7 +30,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from brainlens.bids import scan_key
 from brainlens.errors import ConfigError, DatasetError, InputFileError, LeakageError
+from brainlens.feasibility import check_feasible
 
 MODES = ("kfold", "repeated", "holdout")
 ROLES = ("train", "val", "test")
@@ -52,11 +54,10 @@ def scan_id(participant_id: str, session_id: str) -> str:
     Returns
     -------
     str
+        :func:`brainlens.bids.scan_key`, the one home of scan ids (a session with several
+        T1w kept has ``session_id`` like ``ses-02_run-2``).
     """
-    ses = str(session_id)
-    if ses in (NA, "", "nan", "None"):
-        return str(participant_id)
-    return f"{participant_id}_{ses}"
+    return scan_key(participant_id, session_id)
 
 
 def _normalise_scans(
@@ -170,19 +171,6 @@ def _take(strata: np.ndarray, share: float, rng: np.random.Generator) -> np.ndar
     return sel
 
 
-def _check_share(
-    gt: pd.DataFrame, share: float, part: str, key: str, n_fold_note: str = ""
-) -> None:
-    counts = gt["label"].value_counts()
-    for label, n in counts.items():
-        if n * share < 1:
-            raise ConfigError(
-                f"{key}={share:g}: class {label!r} has {n} participant(s), so a {part} part "
-                f"would get {n * share:.2f} of them (expected >= 1){n_fold_note}. Fix: raise "
-                f"{key}, or use more participants of that class"
-            )
-
-
 def make_folds(
     scans: pd.DataFrame,
     *,
@@ -253,31 +241,18 @@ def make_folds(
     root = np.random.SeedSequence(int(seed))
     label_ss, split_ss = root.spawn(2)
 
-    if len(gt["label"].unique()) < 2:
-        raise ConfigError(
-            f"{label_column}: expected at least 2 classes, got {sorted(gt['label'].unique())}. "
-            "Fix: check the label column / the participants table"
-        )
-    if not 0 < val_fraction < 1:
-        raise ConfigError(f"folds.val_fraction: expected 0 < value < 1, got {val_fraction!r}")
+    check_feasible(
+        gt["label"].value_counts(),
+        label_column=label_column,
+        mode=mode,
+        n_folds=n_folds,
+        n_repeats=n_repeats,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+    )
     strata = gt["stratum"].to_numpy()
     assignments: list[np.ndarray] = []  # per fold: role per group
     if mode == "kfold":
-        if int(n_folds) != n_folds or n_folds < 2:
-            raise ConfigError(f"folds.n_folds: expected an integer >= 2, got {n_folds!r}")
-        smallest = gt["label"].value_counts()
-        if smallest.min() < n_folds:
-            raise ConfigError(
-                f"folds.n_folds={n_folds}: class {smallest.idxmin()!r} has only "
-                f"{smallest.min()} participant(s), fewer than folds, so some test folds "
-                "would lack it. Fix: lower n_folds or use mode 'repeated'"
-            )
-        if val_fraction + 1.0 / n_folds >= 1:
-            raise ConfigError(
-                f"folds.val_fraction={val_fraction:g} with n_folds={n_folds}: validation "
-                f"and test ({1 / n_folds:.2f}) leave no training data. Fix: lower val_fraction"
-            )
-        _check_share(gt, val_fraction, "validation", "folds.val_fraction")
         rng = np.random.default_rng(split_ss)
         order = _stratified_order(strata, rng)
         test_fold = np.empty(len(gt), dtype=int)
@@ -291,16 +266,7 @@ def make_folds(
             roles[rest[_take(strata[rest], val_share, fold_rng)]] = "val"
             assignments.append(roles)
     else:
-        if not 0 < test_fraction < 1 or val_fraction + test_fraction >= 1:
-            raise ConfigError(
-                f"folds.test_fraction={test_fraction!r}, val_fraction={val_fraction!r}: "
-                "expected both > 0 and their sum < 1. Fix: e.g. 0.1 and 0.1 for 80/10/10"
-            )
-        _check_share(gt, test_fraction, "test", "folds.test_fraction")
-        _check_share(gt, val_fraction, "validation", "folds.val_fraction")
         repeats = 1 if mode == "holdout" else int(n_repeats)
-        if mode == "repeated" and (int(n_repeats) != n_repeats or n_repeats < 1):
-            raise ConfigError(f"folds.n_repeats: expected an integer >= 1, got {n_repeats!r}")
         for fold_ss in split_ss.spawn(repeats):
             fold_rng = np.random.default_rng(fold_ss)
             roles = np.full(len(gt), "train", dtype=object)

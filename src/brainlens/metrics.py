@@ -1,11 +1,11 @@
 """Classification metrics per fold, and their summary over folds.
 
 Conventions: class names are given in the order of the model's outputs (brainlens
-sorts them, see :mod:`brainlens.training`). For two classes the *second* name is the
-positive class (sensitivity, PPV, ROC AUC, ... are about it); with sorted names
-``["AD", "CN"]`` that would be CN, so pass the names in the order you want, or use
-a label mapping such that the positive class sorts last (e.g. ``0_control``,
-``1_patient``). For three or more classes, sensitivity etc. are one-vs-rest per
+sorts them, see :mod:`brainlens.training`). For two classes the positive class
+(sensitivity, PPV, ROC AUC, ... are about it) is ``positive_class`` when given (the
+config's ``positive_class``), else the *second* name: with sorted names
+``["AD", "CN"]`` that would be CN, so pass ``positive_class="AD"``. For three or more
+classes, sensitivity etc. are one-vs-rest per
 class (``per_class``) and their unweighted (macro) mean at the top level; ROC AUC is
 the macro one-vs-rest AUC.
 
@@ -89,6 +89,7 @@ def classification_metrics(
     y_true: Sequence[int] | Sequence[str] | np.ndarray,
     proba: np.ndarray,
     class_names: Sequence[str],
+    positive_class: str | None = None,
 ) -> dict[str, Any]:
     """All classification metrics of one test (or validation) part.
 
@@ -99,7 +100,11 @@ def classification_metrics(
     proba : ndarray, shape (N, K)
         Predicted class probabilities (rows sum to 1); the prediction is the argmax.
     class_names : sequence of str, length K
-        Names in the order of ``proba``'s columns; for K = 2 the second is positive.
+        Names in the order of ``proba``'s columns.
+    positive_class : str, optional
+        For K = 2, the class sensitivity, specificity, PPV, NPV, F1, ROC AUC and
+        average precision are about; None: the second of ``class_names``. Must be
+        None for K > 2 (one-vs-rest means over all classes).
 
     Returns
     -------
@@ -133,6 +138,7 @@ def classification_metrics(
         )
     if len(y) and (y.min() < 0 or y.max() >= k):
         raise ConfigError(f"classification_metrics: class indices must lie in 0..{k - 1}")
+    pos = _positive_index(names, positive_class)
     pred = proba.argmax(axis=1)
     cm = skm.confusion_matrix(y, pred, labels=list(range(k)))
     recalls = [_div(cm[i, i], cm[i].sum()) for i in range(k)]
@@ -144,9 +150,9 @@ def classification_metrics(
         "balanced_accuracy": float(np.mean(present)) if present else float("nan"),
     }
     if k == 2:
-        out.update(_binary_counts(y, pred))
-        out.update(_ranking(y, proba[:, 1]))
-        out["positive_class"] = names[1]
+        out.update(_binary_counts((y == pos).astype(int), (pred == pos).astype(int)))
+        out.update(_ranking((y == pos).astype(int), proba[:, pos]))
+        out["positive_class"] = names[pos]
     else:
         per_class = {}
         for i, name in enumerate(names):
@@ -167,6 +173,23 @@ def classification_metrics(
     out["confusion_matrix"] = cm.tolist()
     out["class_names"] = names
     return out
+
+
+def _positive_index(names: list[str], positive_class: str | None) -> int:
+    """Column of the positive class: ``positive_class``, else the second (K = 2 only)."""
+    if positive_class is None:
+        return 1
+    if len(names) != 2:
+        raise ConfigError(
+            f"positive_class: {positive_class!r} given for {len(names)} classes {names}; it "
+            "applies to two classes only. Fix: set positive_class: null"
+        )
+    if str(positive_class) not in names:
+        raise ConfigError(
+            f"positive_class: {positive_class!r} is not one of the classes {names}. Fix: set "
+            "it to one of them, or null for the last"
+        )
+    return names.index(str(positive_class))
 
 
 def to_jsonable(obj: Any) -> Any:

@@ -3,7 +3,10 @@
 Metrics are computed per *subject*: a subject's sessions in a test part are combined by
 their mean predicted class probability (:func:`subject_predictions`), so a subject with
 two sessions counts once. These are the headline numbers, under the plain metric names;
-the per-scan metrics of ``metrics.json`` sit beside them as ``scan_<metric>``. The 95 %
+the per-scan metrics of ``metrics.json`` sit beside them as ``scan_<metric>``. With a
+``positive_class`` (the config's), every binary metric, subject- and scan-level, is
+computed from ``predictions.tsv`` about that class (``metrics.json`` is written by
+training with the default, the last of the sorted class names). The 95 %
 intervals are the corrected resampled t-intervals (:mod:`brainlens.stats`) with the
 numbers of train+val and test subjects of each fold from ``folds.tsv``.
 """
@@ -30,6 +33,7 @@ __all__ = [
     "fold_row",
     "fold_sizes",
     "model_summary",
+    "scan_metrics",
     "subject_metrics",
     "subject_predictions",
     "validation_value",
@@ -73,24 +77,58 @@ def subject_predictions(predictions: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def subject_metrics(predictions: pd.DataFrame) -> dict[str, Any]:
+def subject_metrics(predictions: pd.DataFrame, positive_class: str | None = None) -> dict[str, Any]:
     """:func:`classification_metrics` of a fold with each subject counted once.
 
     Parameters
     ----------
     predictions : DataFrame
         A fold's ``predictions.tsv`` (see :func:`subject_predictions`).
+    positive_class : str, optional
+        The class the binary metrics are about; None: the last ``prob_`` column's.
 
     Returns
     -------
     dict
         As :func:`classification_metrics`, over subjects: ``n`` is the number of
-        subjects; the positive class is again the last ``prob_`` column's.
+        subjects.
     """
     subj = subject_predictions(predictions)
     probs = [c for c in subj.columns if str(c).startswith("prob_")]
     return classification_metrics(
-        subj["label"].to_numpy(dtype=str), subj[probs].to_numpy(dtype=float), [c[5:] for c in probs]
+        subj["label"].to_numpy(dtype=str),
+        subj[probs].to_numpy(dtype=float),
+        [c[5:] for c in probs],
+        positive_class,
+    )
+
+
+def scan_metrics(predictions: pd.DataFrame, positive_class: str | None = None) -> dict[str, Any]:
+    """:func:`classification_metrics` of a fold's scans (each row of ``predictions.tsv``).
+
+    Parameters
+    ----------
+    predictions : DataFrame
+        A fold's ``predictions.tsv`` (``label``, ``prob_<class>`` columns).
+    positive_class : str, optional
+        As in :func:`subject_metrics`.
+
+    Returns
+    -------
+    dict
+        As :func:`classification_metrics`, ``n`` = scans.
+    """
+    probs = [c for c in predictions.columns if str(c).startswith("prob_")]
+    if "label" not in predictions.columns or not probs:
+        raise ConfigError(
+            f"scan_metrics: predictions lack label or prob_<class> columns; they have "
+            f"{list(predictions.columns)}. Fix: re-run training"
+        )
+    return classification_metrics(
+        predictions["label"].astype(str).to_numpy(dtype=str),
+        predictions[probs].to_numpy(dtype=float),
+        [c[5:] for c in probs],
+        positive_class,
     )
 
 
@@ -120,7 +158,9 @@ def fold_sizes(folds: pd.DataFrame) -> pd.DataFrame:
     return out.reindex(sorted(set(df["fold"]))).fillna(0).astype(int)
 
 
-def fold_row(metrics: Mapping[str, Any], predictions: pd.DataFrame) -> dict[str, Any]:
+def fold_row(
+    metrics: Mapping[str, Any], predictions: pd.DataFrame, positive_class: str | None = None
+) -> dict[str, Any]:
     """One fold's row of the model summary: subject-level metrics, then ``scan_`` ones.
 
     Parameters
@@ -129,6 +169,9 @@ def fold_row(metrics: Mapping[str, Any], predictions: pd.DataFrame) -> dict[str,
         The fold's ``metrics.json`` (scan-level test metrics and training facts).
     predictions : DataFrame
         The fold's ``predictions.tsv``.
+    positive_class : str, optional
+        The class the binary metrics are about. When given, the scan-level metrics are
+        recomputed from ``predictions`` about it (``metrics.json`` has the default).
 
     Returns
     -------
@@ -138,8 +181,11 @@ def fold_row(metrics: Mapping[str, Any], predictions: pd.DataFrame) -> dict[str,
         other numbers of ``metrics`` (``best_epoch``, ``best_val``, ...) unchanged and
         ``val_<monitor>``: the monitored validation value of the kept model.
     """
-    subj = _scalars(subject_metrics(predictions))
+    subj = _scalars(subject_metrics(predictions, positive_class))
     scan = _scalars(metrics)
+    if positive_class is not None:
+        recomputed = _scalars(scan_metrics(predictions, positive_class))
+        scan |= {k: v for k, v in recomputed.items() if k in SCALAR_METRICS}
     metric_keys = set(subj) | set(SCALAR_METRICS) | {"n"}
     row: dict[str, Any] = dict(subj)
     for key, value in scan.items():
@@ -172,6 +218,7 @@ def model_summary(
     per_fold: Sequence[Mapping[str, Any]],
     predictions: Sequence[pd.DataFrame],
     folds: pd.DataFrame,
+    positive_class: str | None = None,
 ) -> pd.DataFrame:
     """The ``metrics_summary.tsv`` table of one model.
 
@@ -183,6 +230,8 @@ def model_summary(
         Each fold's ``predictions.tsv``, in the same order.
     folds : DataFrame
         ``folds.tsv`` (subject counts per fold for the corrected interval).
+    positive_class : str, optional
+        The class the binary metrics are about (see :func:`fold_row`).
 
     Returns
     -------
@@ -207,7 +256,9 @@ def model_summary(
                 f"model_summary: fold {fold} is not in the folds table (folds "
                 f"{sizes.index.tolist()}). Fix: re-run the training of this model"
             )
-        rows[fold] = fold_row(m, pred) | sizes.loc[int(fold)].astype(float).to_dict()
+        rows[fold] = (
+            fold_row(m, pred, positive_class) | sizes.loc[int(fold)].astype(float).to_dict()
+        )
     return summarize_metrics(rows)
 
 
@@ -217,6 +268,7 @@ def write_metrics_summary(
     *,
     predictions_tsvs: Sequence[str | Path],
     folds_tsv: str | Path,
+    positive_class: str | None = None,
 ) -> pd.DataFrame:
     """Summarise one model's folds into ``metrics_summary.tsv``.
 
@@ -231,6 +283,8 @@ def write_metrics_summary(
         The folds' ``predictions.tsv``, in the same order.
     folds_tsv : path
         ``results/folds/folds.tsv``.
+    positive_class : str, optional
+        The config's ``positive_class`` (None: the last of the sorted class names).
 
     Returns
     -------
@@ -249,7 +303,7 @@ def write_metrics_summary(
         if not p.is_file():
             raise InputFileError(p, "predictions not found", "run the training step for this fold")
         preds.append(pd.read_csv(p, sep="\t", dtype={"participant_id": str, "label": str}))
-    table = model_summary(per_fold, preds, read_folds(folds_tsv))
+    table = model_summary(per_fold, preds, read_folds(folds_tsv), positive_class)
     out = Path(out_tsv)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")

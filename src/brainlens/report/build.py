@@ -296,7 +296,14 @@ def build_report(
     s_data = dataset_section(inputs_tsv, qc_tsv, data)
     s_folds = folds_section(folds_tsv, config, data)
     s_perf, scores = performance_section(
-        models, summaries, fold_metrics, predictions, histories, writer, folds_tsv
+        models,
+        summaries,
+        fold_metrics,
+        predictions,
+        histories,
+        writer,
+        folds_tsv,
+        positive_class=config.get("positive_class"),
     )
     s_meaning, checks = meaning_section(
         models, methods, sanity_tables, deletion_tables, gt, writer, sanity_summary_tables

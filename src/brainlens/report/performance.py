@@ -89,6 +89,7 @@ def _summary_table(
     metrics: Mapping[str, dict],
     preds: Mapping[str, pd.DataFrame],
     folds: pd.DataFrame | None,
+    positive_class: str | None = None,
 ) -> tuple[pd.DataFrame | None, str]:
     """The model's summary and its level: the TSV if it is of this version, else one
     computed from the per-fold files (subject level if predictions and folds exist)."""
@@ -99,7 +100,9 @@ def _summary_table(
         return None, "subject"
     if folds is not None and set(metrics) <= set(preds):
         try:
-            df = model_summary(list(metrics.values()), [preds[f] for f in metrics], folds)
+            df = model_summary(
+                list(metrics.values()), [preds[f] for f in metrics], folds, positive_class
+            )
             df.index = df.index.astype(str)
             return df, "subject"
         except BrainlensError as err:
@@ -167,7 +170,10 @@ def _fold_facts(
     if "n_subjects_test" in summary.columns:
         r["test subjects"] = fmt(_get(summary, f, "n_subjects_test"), 0)
     r["test scans"] = fmt(m.get("n_test", m.get("n")))
-    r["best epoch"] = fmt(m.get("best_epoch"))
+    if "C" in m:  # a linear baseline (brainlens.linear): its C was chosen, not an epoch
+        r["chosen C"] = "–" if m["C"] is None else f"{float(m['C']):g}"
+    else:
+        r["best epoch"] = fmt(m.get("best_epoch"))
     if restarts > 1:
         kept = m.get("restart")
         r["kept restart"] = "" if kept is None else f"{int(kept) + 1} of {m.get('restarts')}"
@@ -177,7 +183,11 @@ def _fold_facts(
 
 
 def _metrics_html(
-    summary: pd.DataFrame, metrics: Mapping[str, dict], level: str, val: str | None
+    summary: pd.DataFrame,
+    metrics: Mapping[str, dict],
+    level: str,
+    val: str | None,
+    positive_class: str | None = None,
 ) -> str:
     folds = list(fold_rows(summary).index)
     labels = TABLE_METRICS | (SCAN_METRICS if level == "subject" else {})
@@ -205,10 +215,17 @@ def _metrics_html(
             r[labels[c]] = "–" if math.isnan(lo) else f"{fmt(lo, 2)} – {fmt(hi, 2)}"
         rows.append(r)
         classes.append("summary-row")
-    pos = next((m.get("positive_class") for m in metrics.values() if m.get("positive_class")), None)
+    pos = positive_class or next(
+        (m.get("positive_class") for m in metrics.values() if m.get("positive_class")), None
+    )
+    how = (
+        "set by <code>positive_class</code> in the config"
+        if positive_class
+        else "<code>positive_class: null</code>: the last of the sorted class names"
+    )
     pos_txt = (
-        f"Sensitivity, specificity, PPV, NPV and F1 treat <b>{esc(pos)}</b> as the positive "
-        "class (brainlens's convention: the last of the sorted class names). "
+        f"Sensitivity, specificity, PPV, NPV, F1 and ROC AUC treat <b>{esc(pos)}</b> as the "
+        f"positive class ({how}). "
         if pos
         else "With more than two classes, sensitivity etc. are unweighted means of the "
         "one-vs-rest values and ROC AUC is the macro one-vs-rest AUC. "
@@ -275,10 +292,11 @@ def _figures_html(
     metrics: Mapping[str, dict],
     hist: Mapping[str, pd.DataFrame | None],
     writer: plots.FigureWriter,
+    positive_class: str | None = None,
 ) -> list[str]:
     """ROC curves, confusion matrix and learning curves of one model (HTML parts)."""
     body, figs = [], []
-    src = plots.save_if(writer, plots.roc_figure(preds), f"roc_{model}")
+    src = plots.save_if(writer, plots.roc_figure(preds, positive_class), f"roc_{model}")
     if src:
         figs.append(
             figure(
@@ -341,6 +359,8 @@ def performance_section(
     histories: Mapping[tuple, Path],
     writer: plots.FigureWriter,
     folds_tsv: Path | None = None,
+    *,
+    positive_class: str | None = None,
 ) -> tuple[Section, list[ModelScore]]:
     """One subsection per model, then the model comparison.
 
@@ -357,6 +377,8 @@ def performance_section(
         Where figures go.
     folds_tsv : Path, optional
         ``folds.tsv``: subjects per fold (for subject-level metrics and the intervals).
+    positive_class : str, optional
+        The config's ``positive_class`` (None: the last of the sorted class names).
 
     Returns
     -------
@@ -379,7 +401,11 @@ def performance_section(
         preds = {f: read_tsv(p) for f, p in _by_model(predictions, model).items()}
         preds = {f: p for f, p in preds.items() if p is not None}
         summary, level = _summary_table(
-            summaries.get(model), {f: m for f, m in metrics.items() if m}, preds, folds
+            summaries.get(model),
+            {f: m for f, m in metrics.items() if m},
+            preds,
+            folds,
+            positive_class,
         )
         score = model_score(model, summary, level)
         scores.append(score)
@@ -387,13 +413,13 @@ def performance_section(
         if summary is None:
             body.append(note(f"No metrics found for model {esc(model)}.", "warn"))
         else:
-            body.append(_metrics_html(summary, metrics, level, score.val_metric))
+            body.append(_metrics_html(summary, metrics, level, score.val_metric, positive_class))
         if preds:
             score.classes = [
                 c[5:] for c in next(iter(preds.values())).columns if c.startswith("prob_")
             ]
         hist = {f: read_tsv(p) for f, p in _by_model(histories, model).items()}
-        body += _figures_html(model, preds, metrics, hist, writer)
+        body += _figures_html(model, preds, metrics, hist, writer, positive_class)
         sub.body = "\n".join(body)
         sec.children.append(sub)
     sec.body += comparison_html(scores)

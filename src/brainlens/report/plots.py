@@ -75,14 +75,18 @@ def _class_columns(pred: pd.DataFrame) -> list[str]:
     return [c for c in pred.columns if c.startswith("prob_")]
 
 
-def roc_figure(predictions: Mapping[str, pd.DataFrame]) -> Figure | None:
+def roc_figure(
+    predictions: Mapping[str, pd.DataFrame], positive_class: str | None = None
+) -> Figure | None:
     """ROC curves per fold (thin) and pooled over folds (thick).
 
     Parameters
     ----------
     predictions : dict fold -> DataFrame
         ``predictions.tsv`` tables (``label``, ``prob_<class>``); the class order is the
-        order of the ``prob_`` columns and, with two classes, the second is positive.
+        order of the ``prob_`` columns.
+    positive_class : str, optional
+        With two classes, the class whose ROC curve is drawn; None: the second.
 
     Returns
     -------
@@ -95,7 +99,10 @@ def roc_figure(predictions: Mapping[str, pd.DataFrame]) -> Figure | None:
     classes = [c[5:] for c in _class_columns(frames[0])]
     if len(classes) < 2:
         return None
-    targets = [classes[1]] if len(classes) == 2 else classes
+    if len(classes) == 2:
+        targets = [positive_class if positive_class in classes else classes[1]]
+    else:
+        targets = classes
     fig, axes = plt.subplots(1, len(targets), figsize=(4.4 * len(targets), 4.2), squeeze=False)
     pooled = pd.concat(frames, ignore_index=True)
     drawn = False
