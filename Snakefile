@@ -30,3 +30,17 @@ rule all:
     default_target: True
     input:
         "results/report/index.html",
+
+
+# The one error handler (a later `onerror:` would replace it): each failed job's own
+# error from its log; scans that failed in preprocessing get their own table and the
+# exclude_scans entries instead.
+onerror:
+    from brainlens.joblogs import failure_report
+    from brainlens.preprocess import write_failure_summary
+
+    scans = write_failure_summary(preprocess_jobs(), FAILED_SCANS)
+    jobs = failure_report(log, skip_rules=["preprocess_t1w"] if scans else [])
+    for message in (jobs, scans):
+        if message:
+            print(message, file=sys.stderr)

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER_DIR = REPO / "tests" / "cluster"
@@ -75,11 +76,17 @@ def _skip_reason() -> str | None:
 
 
 _REASON = _skip_reason()
-pytestmark = [
-    pytest.mark.slurm,
-    pytest.mark.workflow,
-    pytest.mark.skipif(_REASON is not None, reason=_REASON or ""),
-]
+
+
+def real_cluster(test):  # noqa: ANN001, ANN201 - a test function
+    """Mark a test that brings up the local SLURM (the dry-run tests below do not)."""
+    for mark in (
+        pytest.mark.slurm,
+        pytest.mark.workflow,
+        pytest.mark.skipif(_REASON is not None, reason=_REASON or ""),
+    ):
+        test = mark(test)
+    return test
 
 
 @dataclass
@@ -254,15 +261,16 @@ def _assert_gpu_rules(run: SlurmRun, gpu_rules: list[str]) -> None:
             assert "gpu:1" in tres, f"job {job['JobId']} of {rule!r} has no GPU: {tres!r}"
 
 
+@real_cluster
 def test_toy_workflow_on_slurm(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
     """The toy workflow runs through the profile: grouped CPU jobs, one GPU job."""
     workdir = tmp_path / "toy"
     shutil.copytree(TOY, workdir)
-    run = run_on_slurm(workdir / "Snakefile", workdir, timeout_s=300)
+    run = run_on_slurm(workdir / "Snakefile", workdir, timeout_s=300, extra=("--config", "gpu=1"))
     assert run.returncode == 0, _explain(run)
 
-    # The GPU rule asks for a GPU although the workflow config says gpu=0:
-    # the profile's set-resources decides.
+    # The GPU rule asks for a GPU because the workflow config does (gpu=1); the
+    # profile adds none of its own (see test_profile_dry_run_requests_gpus_from_config).
     _assert_gpu_rules(run, ["train_model"])
     (train,) = run.jobs_of_rule("train_model")
     assert train["JobState"] == "COMPLETED"
@@ -288,6 +296,7 @@ def test_toy_workflow_on_slurm(slurm_cluster: SlurmCluster, tmp_path: Path) -> N
     )
 
 
+@real_cluster
 def test_custom_workflow_on_slurm(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
     """A workflow named by environment variables runs through the profile."""
     snakefile = os.environ.get("BRAINLENS_SLURM_SNAKEFILE")
@@ -318,3 +327,167 @@ def test_custom_workflow_on_slurm(slurm_cluster: SlurmCluster, tmp_path: Path) -
     for rule in gpu_rules:
         for job in run.jobs_of_rule(rule):
             print(f"  {rule}: job {job['JobId']} TresPerJob={job.get('TresPerJob')}")
+
+
+# --- Dry runs of the real workflow through the profile (no cluster needed) ---------
+
+TINY_CONFIG = REPO / "tests" / "data" / "config_tiny.yaml"
+#: What the README's SLURM command sets in the environment.
+SITE_ENV = {
+    "BRAINLENS_SLURM_PARTITION": "short",
+    "BRAINLENS_SLURM_ACCOUNT": "p123",
+    "BRAINLENS_SLURM_GPU_PARTITION": "gpu",
+}
+GPU_RULES = {"train_model", "attribute", "sanity_checks"}
+#: Rules that run in the Snakemake process, not as SLURM jobs.
+TINY_RULES = {
+    "demo_metadata",
+    "templates",
+    "atlas",
+    "check_inputs",
+    "qc_table",
+    "folds",
+    "metrics_summary",
+    "attribution_baseline",
+    "regions",
+    "method_agreement",
+}
+
+
+def _planned(output: str) -> list[dict[str, str]]:
+    """Jobs of a dry run (also inside group jobs): rule, output and resources."""
+    jobs = []
+    current: dict[str, str] | None = None
+    for line in output.splitlines():
+        text = line.strip()
+        for prefix in ("rule ", "checkpoint "):
+            name = text[len(prefix) : -1]
+            if text.startswith(prefix) and text.endswith(":") and name.isidentifier():
+                current = {"rule": name}
+                jobs.append(current)
+                break
+        else:
+            if current is None:
+                continue
+            if text.startswith("output: "):
+                current["output"] = text.removeprefix("output: ")
+            elif text.startswith("resources: "):
+                for item in text.removeprefix("resources: ").split(", "):
+                    key, _, value = item.partition("=")
+                    current[key] = value
+            elif not text:
+                current = None
+    return jobs
+
+
+def _dry_run(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None, gpus: int = 0
+) -> list[dict]:
+    """Dry-run the workflow from a project folder outside the checkout, as the README says.
+
+    ``-s <checkout>/Snakefile -d <project> --workflow-profile slurm``: the profile is
+    found next to the Snakefile, the config is the project's own file.
+    """
+    project = tmp_path / "project"
+    project.mkdir(exist_ok=True)
+    study = yaml.safe_load(TINY_CONFIG.read_text())
+    study["train"]["gpus"] = gpus
+    (project / "study.yaml").write_text(yaml.safe_dump(study))
+    cmd = [
+        _snakemake_exe(),
+        "-s",
+        str(REPO / "Snakefile"),
+        "-d",
+        str(project),
+        "--configfile",
+        str(project / "study.yaml"),
+        "--workflow-profile",
+        "slurm",
+        "-n",
+        *args,
+    ]
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("BRAINLENS_SLURM_")}
+    proc = subprocess.run(
+        cmd, cwd=tmp_path, env={**full_env, **(env or {})}, capture_output=True, text=True
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert f"Using workflow specific profile {PROFILE}" in out, out[:2000]
+    jobs = _planned(out)
+    assert jobs, out[-3000:]
+    return jobs
+
+
+def _with_a_scan(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> list[dict]:
+    """The default target plus one scan's preprocessing (hidden behind the checkpoint)."""
+    demo = next(j for j in _dry_run(tmp_path, *args, env=env) if j["rule"] == "demo_scan")
+    t1w = Path(demo["output"]).relative_to("results/demo_bids")  # <subdir>/anat/<scan>_T1w...
+    scan = t1w.name.removesuffix("_T1w.nii.gz")
+    target = f"results/preprocess/{t1w.parent.parent}/anat/{scan}_desc-qc.json"
+    return _dry_run(tmp_path, "all", target, *args, env=env)
+
+
+@pytest.mark.workflow
+def test_profile_dry_run_keeps_memory_and_runtime_of_every_job(tmp_path: Path) -> None:
+    """The README's command: site settings added, the profile's defaults kept."""
+    jobs = _with_a_scan(tmp_path, env=SITE_ENV)
+    remote = [j for j in jobs if j["rule"] not in TINY_RULES | {"all"}]
+    assert {j["rule"] for j in remote} >= {"preprocess_t1w", "train_model", "demo_scan", "pack"}
+    for job in remote:
+        assert job.get("mem_mb") and job.get("runtime"), job
+        assert job.get("slurm_account") == "p123", job
+        expected = "gpu" if job["rule"] in GPU_RULES else "short"
+        assert job.get("slurm_partition") == expected, job
+        assert "gpu" not in job, f"train.gpus: 0 but a GPU was requested: {job}"
+    by_rule = {j["rule"]: j for j in remote}
+    assert (by_rule["train_model"]["mem_mb"], by_rule["train_model"]["runtime"]) == ("32000", "720")
+    assert by_rule["preprocess_t1w"]["mem_mb"] == "6000"
+    assert by_rule["pack"]["mem_mb"] == "4000" and by_rule["pack"]["runtime"] == "60"
+    # A dry run does not show which jobs are local; the rule files do.
+    assert _local_rules() == TINY_RULES
+    assert {j["rule"] for j in jobs} >= TINY_RULES
+
+
+def _local_rules() -> set[str]:
+    """Rules declared ``localrule: True`` in workflow/rules/ (snakefmt layout)."""
+    import re
+
+    local = set()
+    for smk in (REPO / "workflow" / "rules").glob("*.smk"):
+        blocks = re.split(r"^ *(?=(?:rule|checkpoint) \w+:$)", smk.read_text(), flags=re.M)
+        for block in blocks:
+            head = re.match(r"(?:rule|checkpoint) (\w+):", block)
+            if head and re.search(r"^ +localrule: True$", block, flags=re.M):
+                local.add(head[1])
+    return local
+
+
+@pytest.mark.workflow
+def test_profile_dry_run_requests_gpus_from_config(tmp_path: Path) -> None:
+    """``train.gpus`` alone decides the GPU request; unset site variables are left out."""
+    jobs = _dry_run(tmp_path, gpus=1)
+    for job in jobs:
+        if job["rule"] in TINY_RULES | {"all"}:
+            continue
+        assert job.get("gpu") == ("1" if job["rule"] in GPU_RULES else None), job
+        assert job.get("slurm_partition") == "" and job.get("slurm_account") == "", job
+
+
+def test_profile_memory_and_runtime_grow_with_the_attempt() -> None:
+    """Every memory/runtime request of the profile scales with the retry attempt."""
+    import yte
+
+    assert "retries: 2" in (PROFILE / "config.yaml").read_text()
+    with open(PROFILE / "config.yaml") as stream:
+        profile = yte.process_yaml(stream, require_use_yte=True)
+    assert "gpu" not in str(profile["set-resources"]), "gpu only through train.gpus"
+    requests = [("default", profile["default-resources"])] + list(profile["set-resources"].items())
+    for rule, resources in requests:
+        for key in ("mem_mb", "runtime"):
+            value = str(resources[key])
+            first, second = (eval(value, {"attempt": a}) for a in (1, 2))
+            assert second == 2 * first > 0, (rule, key, value)
+    assert yaml.safe_load((REPO / "profiles" / "default" / "config.yaml").read_text())[
+        "show-failed-logs"
+    ]
+    assert profile["show-failed-logs"] is True

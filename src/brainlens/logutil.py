@@ -35,9 +35,10 @@ def setup_logging(log_path: str | Path, level: int = logging.INFO) -> logging.Lo
     sys.stderr = stream
 
     def _hook(exc_type, exc, tb):  # type: ignore[no-untyped-def]
+        # Written once: the default hook would print it again to sys.stderr, which
+        # is this log too. The workflow's onerror prints its last lines on the terminal.
         stream.write("".join(traceback.format_exception(exc_type, exc, tb)))
         stream.flush()
-        sys.__excepthook__(exc_type, exc, tb)
 
     sys.excepthook = _hook
     return logging.getLogger("brainlens")

@@ -35,6 +35,9 @@ rule attribute:
         table="results/attribution/{model}/{method}/fold-{fold}.tsv",
     log:
         "logs/attribution/{model}/{method}/fold-{fold}.log",
+    # run time and peak memory of each job, to size cluster requests (README)
+    benchmark:
+        "results/benchmarks/attribute/{model}/{method}/fold-{fold}.tsv"
     conda:
         "../../envs/attribution.yaml"
     threads: 2
@@ -76,6 +79,8 @@ rule sanity_checks:
         summary="results/sanity/{model}/{method}_summary.tsv",
     log:
         "logs/sanity/{model}/{method}.log",
+    benchmark:
+        "results/benchmarks/sanity_checks/{model}/{method}.tsv"
     conda:
         "../../envs/attribution.yaml"
     threads: 2

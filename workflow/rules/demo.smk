@@ -9,6 +9,7 @@ if DEMO:
             description=f"{BIDS_DIR}/dataset_description.json",
         log:
             "logs/demo/metadata.log",
+        localrule: True
         conda:
             "../../envs/preprocess.yaml"
         params:

@@ -32,6 +32,7 @@ rule folds:
         folds="results/folds/folds.tsv",
     log:
         "logs/folds.log",
+    localrule: True
     conda:
         "../../envs/train.yaml"
     params:

@@ -9,6 +9,7 @@ checkpoint check_inputs:
         table="results/preprocess/inputs.tsv",
     log:
         "logs/check_inputs.log",
+    localrule: True
     conda:
         "../../envs/preprocess.yaml"
     params:
@@ -60,20 +61,14 @@ rule qc_table:
         description="results/preprocess/dataset_description.json",
     log:
         "logs/qc_table.log",
+    localrule: True
     conda:
         "../../envs/preprocess.yaml"
     script:
         "../../scripts/qc_table.py"
 
 
-# After a failed run (e.g. --keep-going), list the scans whose preprocessing failed.
+# After a failed run (e.g. --keep-going), the Snakefile's onerror lists the scans whose
+# preprocessing failed; a successful run removes that list.
 onsuccess:
     Path(FAILED_SCANS).unlink(missing_ok=True)
-
-
-onerror:
-    from brainlens.preprocess import write_failure_summary
-
-    message = write_failure_summary(preprocess_jobs(), FAILED_SCANS)
-    if message:
-        print(message, file=sys.stderr)

@@ -11,6 +11,7 @@ rule regions:
         folds="results/regions/{model}/{method}/{atlas}_folds.tsv",
     log:
         "logs/regions/{model}/{method}/{atlas}.log",
+    localrule: True
     conda:
         "../../envs/report.yaml"
     params:
@@ -31,6 +32,7 @@ rule method_agreement:
         table="results/regions/{model}/agreement_{atlas}.tsv",
     log:
         "logs/regions/{model}/agreement_{atlas}.log",
+    localrule: True
     conda:
         "../../envs/report.yaml"
     params:

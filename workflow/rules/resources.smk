@@ -6,6 +6,7 @@ rule templates:
         directory("resources/templates/res-{res}"),
     log:
         "logs/templates/res-{res}.log",
+    localrule: True
     conda:
         "../../envs/preprocess.yaml"
     params:
@@ -20,6 +21,7 @@ rule atlas:
         tsv=f"resources/atlases/res-{RES}/{{atlas}}.tsv",
     log:
         "logs/atlas/{atlas}.log",
+    localrule: True
     conda:
         "../../envs/report.yaml"
     params:
