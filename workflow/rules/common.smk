@@ -7,15 +7,24 @@ from pathlib import Path
 import pandas as pd
 from snakemake.utils import validate
 
-from brainlens.attribution.methods import METHODS, method_base
-from brainlens.bids import scan_key, scan_subdir, scan_table
-from brainlens.config import attribution_methods, check_config, fold_ids, model_names
+from brainlens.bids import scan_key, scan_subdir, scan_table_from_config
+from brainlens.config import (
+    attribution_methods,
+    check_config,
+    check_dataset,
+    check_layers,
+    fold_ids,
+    model_names,
+)
 from brainlens.grid import SPACE, registration_grid, res_label
+from brainlens.names import METHOD_OPTIONS, method_base
 from brainlens.seeding import derive_seed
 from brainlens.synthetic import DemoSpec, plan_dataset, scan_relpath
 
 validate(config, "../schemas/config.schema.yaml")
 check_config(config)
+# imports torch, and only when a Grad-CAM/CAM `layer` is configured
+check_layers(config)
 
 DEMO = config["bids_dir"] is None
 BIDS_DIR = "results/demo_bids" if DEMO else config["bids_dir"]
@@ -26,11 +35,20 @@ REG_RES = registration_grid(config["preprocess"]["resolution"])
 REG_TEMPLATES = (
     {"reg_templates": f"resources/templates/res-{res_label(REG_RES)}"} if REG_RES else {}
 )
-MODELS = model_names(config)
+#: Classical baselines (brainlens.linear, job train_linear): same folds and metrics files
+#: as the CNNs, in the report's model comparison, but no attribution methods.
+BASELINES = list(config["baselines"]["models"])
+MODELS = model_names(config) + BASELINES
 FOLDS = fold_ids(config)
 #: (model, method key) pairs: ``attribution.model_methods`` can give a model its own set.
-MODEL_METHODS = [(m, k) for m in MODELS for k in attribution_methods(config, m)]
+MODEL_METHODS = [(m, k) for m in model_names(config) for k in attribution_methods(config, m)]
 ATLASES = list(config["regions"]["atlases"])
+#: Baselines whose Haufe activation pattern goes through the region tables (method "pattern").
+PATTERN_MODELS = [m for m in BASELINES if m == "linear_svm_voxels"]
+#: (model, method, atlas) of every region table the report shows.
+REGION_KEYS = [(m, k, a) for m, k in MODEL_METHODS for a in ATLASES] + [
+    (m, "pattern", a) for m in PATTERN_MODELS for a in ATLASES
+]
 INPUTS = list(config["train"]["inputs"])
 DEMO_SEED = derive_seed(config["seed"], "demo")
 GROUND_TRUTH = f"{BIDS_DIR}/ground_truth.json"
@@ -42,7 +60,11 @@ GPU_RESOURCES = {"gpu": config["train"]["gpus"]} if config["train"]["gpus"] else
 
 
 def _scans():
-    """One row per T1w scan: scan, participant_id, session_id, subdir, path."""
+    """One row per selected T1w scan: scan, participant_id, session_id, subdir, path.
+
+    A BIDS dataset goes through brainlens.bids.scan_table (participants, t1w_filters,
+    t1w_multiple, exclude_scans checked here, before any job); the demo is unchanged.
+    """
     if DEMO:
         plan = plan_dataset(DemoSpec(**config["demo"]), seed=DEMO_SEED)
         stems = [scan_key(p, s) for p, s in zip(plan.participant_id, plan.session_id)]
@@ -58,12 +80,25 @@ def _scans():
                 ],
             }
         )
-    table = scan_table(BIDS_DIR, label_column=config["label_column"])
+    table = scan_table_from_config(config)
     validate(table[["participant_id"]].drop_duplicates(), "../schemas/participants.schema.yaml")
     return table
 
 
 SCANS = _scans().set_index("scan", drop=False)
+
+
+def _labelled_scans():
+    """SCANS with a ``label`` column (the demo's labels come from its plan)."""
+    if "label" in SCANS.columns:
+        return SCANS.reset_index(drop=True)
+    plan = plan_dataset(DemoSpec(**config["demo"]), seed=DEMO_SEED)
+    labels = plan[DemoSpec(**config["demo"]).label_column].astype(str).tolist()
+    return SCANS.reset_index(drop=True).assign(label=labels)
+
+
+#: Participants per class; class count, fold feasibility and positive_class checked.
+CLASS_COUNTS = check_dataset(config, _labelled_scans())
 
 
 wildcard_constraints:
@@ -130,8 +165,7 @@ def method_options(wildcards):
 
 def baseline_input(wildcards):
     """The fold's baseline files for a method that takes a baseline (IG, occlusion), else none."""
-    spec = METHODS[method_base(wildcards.method)]
-    if "baseline" not in spec.options():
+    if "baseline" not in METHOD_OPTIONS[method_base(wildcards.method)]:
         return {}
     return {
         "baseline": f"results/attribution/baselines/fold-{wildcards.fold}.npy",
@@ -171,3 +205,31 @@ def preprocess_jobs():
         for scan, row in SCANS.iterrows()
         if scan not in excluded
     ]
+
+
+def linear_inputs(wildcards):
+    """The feature sources of one baseline: pack and mask, pack and atlas, or covariates."""
+    kind = {"linear_svm_voxels": "voxels", "linear_svm_regions": "regions"}.get(
+        wildcards.model, "covariates"
+    )
+    if kind == "covariates":
+        return {"participants": f"{BIDS_DIR}/participants.tsv"}
+    pack = config["baselines"]["input"]
+    files = {"pack": f"results/pack/{pack}.npy", "index": f"results/pack/{pack}.tsv"}
+    if kind == "voxels":
+        return files | {"templates": TEMPLATES}
+    atlas = config["baselines"]["atlas"] or ATLASES[0]
+    return files | {
+        "atlas": f"resources/atlases/res-{RES}/{atlas}.nii.gz",
+        "labels": f"resources/atlases/res-{RES}/{atlas}.tsv",
+    }
+
+
+# participants.tsv of user data exists at parse time: a missing covariate stops the run
+# before any job (the demo's is written by a job; train_linear checks it again).
+if "confounds_only" in BASELINES and os.path.exists(f"{BIDS_DIR}/participants.tsv"):
+    from brainlens.linear import check_covariates
+
+    check_covariates(
+        f"{BIDS_DIR}/participants.tsv", config["baselines"]["covariates"], config["label_column"]
+    )

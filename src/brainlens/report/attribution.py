@@ -259,6 +259,13 @@ _STAT_TEXT = {
     "abs": "mean |relevance| (<code>regions.rank_by: abs</code>)",
     "signed": "mean signed relevance (<code>regions.rank_by: signed</code>)",
 }
+#: Region-table "methods" that are not attribution maps, with what they are.
+_NOT_MAPS = {
+    "pattern": " This is the linear baseline's activation pattern (Haufe et al. 2014): the "
+    "covariance of each voxel with the model's decision score on the fold's training part, "
+    "one map per fold (positive: more tissue in the positive class), not a per-scan "
+    "attribution; compare its ranking with the CNN's."
+}
 
 
 def regions_section(
@@ -340,7 +347,7 @@ def regions_section(
                         f"<b>Top {min(TOP_N, len(df))} {esc(atlas)} regions</b> for "
                         f"{esc(method)} (model {esc(model)}), by "
                         f"{_STAT_TEXT[_rank_by(df)]} over folds; error bars: SD over folds."
-                        f"{gt_txt}",
+                        f"{gt_txt}{_NOT_MAPS.get(method, '')}",
                         f"top regions {model} {method} {atlas}",
                     )
                 )
