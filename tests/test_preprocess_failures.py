@@ -125,7 +125,9 @@ def test_keep_going_run_lists_the_scan_that_failed(tmp_path: Path) -> None:
     nipype cannot create its node folders (as on a full or read-only disk).
     """
     bids = tmp_path / "bids"
-    write_demo_dataset(bids, DemoSpec(n_subjects=4, n_second_session=0, voxel_size=4.0), seed=5)
+    # 6 subjects: the tiny config's holdout split needs 3 per class, which the DAG's
+    # parse-time feasibility check enforces even when only one scan is targeted
+    write_demo_dataset(bids, DemoSpec(n_subjects=6, n_second_session=0, voxel_size=4.0), seed=6)
     work = tmp_path / "work"
     blocked = work / "work" / "preprocess" / "sub-001" / "nipype"
     blocked.parent.mkdir(parents=True)
