@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 from brainlens.errors import ConfigError, InputFileError, LeakageError
+from brainlens.volumes import fwhm_to_sigma_voxels, load_volume, smooth_volume
 
 log = logging.getLogger(__name__)
 
@@ -259,26 +260,9 @@ def _table(
 
 def _load(path: Path, fwhm_mm: float) -> np.ndarray:
     """One 3D map of shape (X, Y, Z), Gaussian-smoothed by ``fwhm_mm`` (0 = not)."""
-    import nibabel as nib
-    from scipy.ndimage import gaussian_filter
-
-    if not path.is_file():
-        raise InputFileError(path, "map not found", "run preprocessing for this scan first")
-    try:
-        img = nib.load(str(path))
-        data = np.asarray(img.dataobj, dtype=np.float32)
-    except Exception as err:  # nibabel raises many types for broken files
-        raise InputFileError(path, f"cannot read NIfTI ({err})", "re-run preprocessing") from err
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise InputFileError(
-            path, f"expected a 3D map, got shape {data.shape}", "re-run preprocessing"
-        )
+    data, affine = load_volume(path, fix="re-run preprocessing")
     if fwhm_mm > 0:  # as brainlens.packing smooths (zero-padded borders)
-        voxel = np.linalg.norm(np.asarray(img.affine, dtype=float)[:3, :3], axis=0)
-        sigma = float(fwhm_mm) / np.sqrt(8.0 * np.log(2.0)) / voxel
-        data = gaussian_filter(data, sigma=list(sigma), mode="constant")
+        data = smooth_volume(data, fwhm_to_sigma_voxels(fwhm_mm, affine))
     return data
 
 

@@ -23,12 +23,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 import torch
 
 from brainlens.errors import ConfigError, DatasetError, InputFileError
+from brainlens.volumes import fwhm_to_sigma_voxels, load_volume, smooth_volume
 
 DTYPES = ("float16", "float32")
 INDEX_COLUMNS = ["row", "scan_id", "path"]
@@ -41,65 +41,6 @@ def sidecar_path(npy: str | Path) -> Path:
 
 def _tmp(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
-
-
-def _load_volume(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    if not path.is_file():
-        raise InputFileError(path, "volume not found", "run preprocessing for this scan first")
-    try:
-        img = nib.load(str(path))
-        data = np.asarray(img.dataobj, dtype=np.float32)
-    except Exception as err:  # nibabel raises many types for broken files
-        raise InputFileError(path, f"cannot read NIfTI ({err})", "re-run preprocessing") from err
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise InputFileError(
-            path, f"expected a 3D volume, got shape {data.shape}", "pack one 3D map per scan"
-        )
-    return data, np.asarray(img.affine, dtype=float)
-
-
-def fwhm_to_sigma_voxels(fwhm_mm: float, affine: np.ndarray) -> np.ndarray:
-    """Gaussian sigma in voxels per axis for an isotropic FWHM in mm.
-
-    Parameters
-    ----------
-    fwhm_mm : float
-        Full width at half maximum in mm (>= 0).
-    affine : np.ndarray, shape (4, 4)
-        Voxel-to-world affine; voxel sizes are the norms of its first three columns.
-
-    Returns
-    -------
-    np.ndarray, shape (3,)
-        ``fwhm_mm / sqrt(8 ln 2) / voxel_size``.
-    """
-    voxel = np.linalg.norm(np.asarray(affine, dtype=float)[:3, :3], axis=0)
-    return float(fwhm_mm) / np.sqrt(8.0 * np.log(2.0)) / voxel
-
-
-def smooth_volume(data: np.ndarray, sigma_voxels: Sequence[float]) -> np.ndarray:
-    """Gaussian-smooth one volume (the kernel sums to 1).
-
-    Parameters
-    ----------
-    data : np.ndarray, shape (X, Y, Z)
-    sigma_voxels : sequence of 3 float
-        Sigma per axis in voxels (see :func:`fwhm_to_sigma_voxels`).
-
-    Returns
-    -------
-    np.ndarray, shape (X, Y, Z), float32
-        Borders are zero-padded (``mode="constant"``), so tissue is not mirrored
-        back into the field of view; the total is kept except for mass within a
-        few sigma of the grid's edge (none for brain maps, which are zero there).
-    """
-    from scipy.ndimage import gaussian_filter
-
-    return gaussian_filter(
-        np.asarray(data, dtype=np.float32), sigma=list(sigma_voxels), mode="constant"
-    )
 
 
 def pack_volumes(
@@ -164,14 +105,14 @@ def pack_volumes(
     out_index.parent.mkdir(parents=True, exist_ok=True)
     limit = float(np.finfo(dtype).max)
 
-    first, affine = _load_volume(paths[0])
+    first, affine = load_volume(paths[0])
     shape = first.shape
     sigma_vox = fwhm_to_sigma_voxels(fwhm, affine)
     tmp_npy = _tmp(out_npy)
     arr = np.lib.format.open_memmap(tmp_npy, mode="w+", dtype=dtype, shape=(len(paths), *shape))
     try:
         for i, path in enumerate(paths):
-            data, aff = (first, affine) if i == 0 else _load_volume(path)
+            data, aff = (first, affine) if i == 0 else load_volume(path)
             if data.shape != shape:
                 raise InputFileError(
                     path,

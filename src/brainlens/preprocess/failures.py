@@ -23,9 +23,7 @@ import pandas as pd
 
 #: Columns of ``failed_scans.tsv``.
 FAILURE_COLUMNS = ["scan", "participant_id", "session_id", "missing_outputs", "error", "log"]
-_TRACEBACK = "Traceback (most recent call last):"
 # a logging line ("2026-12-01 10:00:00,123 INFO ...") ends the exception message
-_LOG_LINE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
 # "brainlens.errors.PreprocessingError: /data/sub-01_T1w.nii.gz: " before the reason
 _REASON_PREFIX = re.compile(r"^[\w.]*(Error|Exception)\w*: (\S+\.nii(\.gz)?: )?")
 
@@ -44,22 +42,9 @@ def last_error(log_text: str) -> str:
         ``"ExceptionType: message"`` of the last traceback (a multi-line message joined
         with spaces), else the last non-empty line, else ``""``.
     """
-    lines = log_text.splitlines()
-    starts = [i for i, line in enumerate(lines) if line.startswith(_TRACEBACK)]
-    if starts:
-        tail = lines[starts[-1] + 1 :]
-        # the frames are indented; the exception starts at the first unindented line
-        first = next((i for i, line in enumerate(tail) if line and not line[0].isspace()), None)
-        if first is not None:
-            message = []
-            for line in tail[first:]:
-                if _LOG_LINE.match(line) or line.startswith(_TRACEBACK):
-                    break
-                if line.strip():
-                    message.append(line.strip())
-            return " ".join(message)
-    non_empty = [line.strip() for line in lines if line.strip()]
-    return non_empty[-1] if non_empty else ""
+    from brainlens.joblogs import last_exception
+
+    return " ".join(line.strip() for line in last_exception(log_text, max_lines=10**6))
 
 
 def _text(value: object) -> str:
