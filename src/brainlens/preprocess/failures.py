@@ -23,7 +23,6 @@ import pandas as pd
 
 #: Columns of ``failed_scans.tsv``.
 FAILURE_COLUMNS = ["scan", "participant_id", "session_id", "missing_outputs", "error", "log"]
-# a logging line ("2026-12-01 10:00:00,123 INFO ...") ends the exception message
 # "brainlens.errors.PreprocessingError: /data/sub-01_T1w.nii.gz: " before the reason
 _REASON_PREFIX = re.compile(r"^[\w.]*(Error|Exception)\w*: (\S+\.nii(\.gz)?: )?")
 
