@@ -111,11 +111,15 @@ def test_region_tables_rank_regions(small_run: Path) -> None:
             table = pd.read_csv(
                 small_run / f"results/regions/{model}/{method}/{atlas}.tsv", sep="\t"
             )
-            assert {"region", "rank", "mean", "sd"} <= set(table.columns)
+            assert {"region", "rank", "rank_by", "mean", "mean_abs", "sd"} <= set(table.columns)
+            # the ranking statistic is regions.rank_by (default abs: mean |relevance|)
+            assert set(table["rank_by"]) == {cfg.get("regions", {}).get("rank_by", "abs")}
+            stat = "mean_abs" if table["rank_by"].iloc[0] == "abs" else "mean"
             # rank 1 = most relevant; ties share the worst rank (a constant map ranks all last)
-            assert table["rank"].iloc[0] == (table["mean"] == table["mean"].iloc[0]).sum()
+            assert table["rank"].iloc[0] == (table[stat] == table[stat].iloc[0]).sum()
             assert table["rank"].between(1, len(table)).all()
-            assert table["mean"].is_monotonic_decreasing
+            assert table[stat].is_monotonic_decreasing
+            assert (table["mean_abs"] >= table["mean"].abs() - 1e-12).all()
 
 
 def test_report_exists_and_links_resolve(small_run: Path) -> None:
