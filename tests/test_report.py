@@ -606,3 +606,34 @@ def test_summary_recomputed_when_missing_or_old(tmp_path):
     assert score.level == "scan"
     assert score.balanced_accuracy == pytest.approx(summary.loc["mean", "scan_balanced_accuracy"])
     assert not np.isnan(score.ci_low)
+
+
+def test_consensus_regions_leave_out_unfaithful_and_randomisation_failures() -> None:
+    """The header's consensus averages only methods that pass both kinds of check."""
+    from brainlens.report.attribution import RegionFacts, consensus_regions
+    from brainlens.report.meaning import MethodCheck
+    from brainlens.report.sanity import SanityVerdict
+
+    def table(order: list[str]) -> pd.DataFrame:
+        return pd.DataFrame({"region": order, "rank": range(1, len(order) + 1)})
+
+    facts = RegionFacts(
+        tables={
+            ("m", "good", "aal"): table(["A", "B", "C", "D"]),
+            ("m", "coarse", "aal"): table(["D", "C", "B", "A"]),  # not faithful
+            ("m", "random", "aal"): table(["C", "D", "B", "A"]),  # fails randomisation
+        }
+    )
+    ok = SanityVerdict(randomization=True, faithful_deletion=True, faithful_insertion=True)
+    unfaithful = SanityVerdict(randomization=True, faithful_deletion=True, faithful_insertion=False)
+    checks = {
+        ("m", "good"): MethodCheck("m", "good", verdict=ok),
+        ("m", "coarse"): MethodCheck("m", "coarse", verdict=unfaithful),
+        ("m", "random"): MethodCheck("m", "random", verdict=SanityVerdict(randomization=False)),
+    }
+    top, used = consensus_regions(facts, "m", "aal", ["good", "coarse", "random"], checks, n=2)
+    assert used == ["good"] and top == ["A", "B"]
+    # without any faithful method, the randomisation passers are averaged
+    checks[("m", "good")] = MethodCheck("m", "good", verdict=unfaithful)
+    _, used = consensus_regions(facts, "m", "aal", ["good", "coarse", "random"], checks)
+    assert used == ["good", "coarse"]

@@ -382,18 +382,24 @@ def consensus_regions(
     checks: Mapping[tuple[str, str], MethodCheck],
     n: int = 3,
 ) -> tuple[list[str], list[str]]:
-    """Regions with the best mean rank over the methods that pass randomisation.
+    """Regions with the best mean rank over the methods whose maps can be interpreted.
+
+    A method counts when it passes the randomisation check and is not marked not
+    faithful (its deletion and insertion curves beat a random order); when none does,
+    the methods that pass randomisation; when none of those, all available ones.
 
     Returns
     -------
     regions : list of str
         Up to ``n`` region names.
     used : list of str
-        The methods averaged (all available ones when none passes).
+        The methods averaged.
     """
     avail = [m for m in methods if (model, m, atlas) in facts.tables]
-    passing = [m for m in avail if not checks.get((model, m), MethodCheck(model, m)).fails]
-    used = passing or avail
+    check = {m: checks.get((model, m), MethodCheck(model, m)) for m in avail}
+    passing = [m for m in avail if not check[m].fails]
+    faithful = [m for m in passing if not check[m].not_faithful]
+    used = faithful or passing or avail
     if not used:
         return [], []
     ranks = []
