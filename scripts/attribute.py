@@ -4,7 +4,7 @@ from brainlens.logutil import setup_logging
 
 setup_logging(snakemake.log[0])
 
-from brainlens.explain import attribute_fold
+from brainlens.attribution.fold import attribute_fold
 
 attribute_fold(
     model_path=snakemake.input.model,

@@ -12,7 +12,6 @@ from brainlens.attribution import (
     METHODS,
     AttributionError,
     attribute,
-    attribute_scans,
     mean_maps,
     save_map,
 )
@@ -483,68 +482,3 @@ def test_mean_maps_groups_by_label() -> None:
         mean_maps(maps, ["AD"])
     with pytest.raises(AttributionError, match="shape"):
         mean_maps([np.zeros((2, 2, 2)), np.zeros((2, 2, 3))], [0, 0])
-
-
-# ----------------------------------------------------------------------------- scans
-
-
-def test_attribute_scans_writes_maps_and_counts_forward_passes(tmp_path) -> None:
-    labels = octant_atlas()
-    model = RegionNet(labels == R_LABEL)
-    vols = torch.cat([brain_input(labels, seed=s) for s in (6, 7)]).numpy()
-    table = attribute_scans(
-        model,
-        vols,
-        scan_ids=["sub-01", "sub-02"],
-        targets=[1, 0],
-        methods={"gradients": {}, "region_occlusion": {"batch_size": 4}},
-        affine=MNI_LIKE,
-        out_dir=tmp_path,
-        atlas_labels=labels,
-        progress=False,
-    )
-    assert list(table.columns) == [
-        "scan_id",
-        "method",
-        "target",
-        "path",
-        "seconds",
-        "forward_passes",
-    ]
-    assert len(table) == 4
-    assert list(table["target"]) == [1, 1, 0, 0]
-    n_labels = np.unique(labels).size
-    passes = dict(zip(table["method"], table["forward_passes"], strict=False))
-    # 1 validation pass + 1 gradient pass; 1 validation + 1 unperturbed + 1 per region
-    assert passes == {"gradients": 2, "region_occlusion": 2 + n_labels}
-    assert (table["seconds"] > 0).all()
-    for path in table["path"]:
-        img = nib.load(path)
-        assert img.shape == SHAPE and np.allclose(img.affine, MNI_LIKE)
-    assert (tmp_path / "gradients" / "sub-02_relevance.nii.gz").exists()
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "error", "match"),
-    [
-        ({"scan_ids": ["a"]}, AttributionError, "scan_ids"),
-        ({"scan_ids": ["a", "a"]}, AttributionError, "unique"),
-        ({"methods": {"layer_maps": {}}}, ConfigError, "per layer"),
-        ({"methods": {"region_occlusion": {}}}, ConfigError, "atlas"),
-        ({"methods": {"gradients": {"foo": 1}}}, ConfigError, "unknown option"),
-    ],
-)
-def test_attribute_scans_fails_fast(tmp_path, kwargs, error, match) -> None:
-    labels = octant_atlas()
-    args = {
-        "scan_ids": ["a", "b"],
-        "targets": [1, 1],
-        "methods": {"gradients": {}},
-        "affine": MNI_LIKE,
-        "out_dir": tmp_path,
-        "progress": False,
-    } | kwargs
-    vols = np.zeros((2, 1, *SHAPE), np.float32)
-    with pytest.raises(error, match=match):
-        attribute_scans(RegionNet(labels == R_LABEL), vols, **args)
-    assert not any(tmp_path.iterdir())

@@ -254,7 +254,7 @@ AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])
 @pytest.fixture(scope="module")
 def stage(tmp_path_factory: pytest.TempPathFactory) -> dict:
     from brainlens.attribution.baselines import write_fold_baseline
-    from brainlens.explain import attribute_fold
+    from brainlens.attribution.fold import attribute_fold
     from brainlens.folds import write_folds
     from brainlens.packing import pack_volumes
     from brainlens.templates import template_paths
@@ -370,7 +370,12 @@ def test_stage_writes_all_tables_over_folds(stage: dict, tmp_path: Path) -> None
         "spearman_signed",
         "deletion_area",
         "insertion_area",
+        "map_positions",
     }
+    # gradients are voxel-wise: the map's grid is the 16^3 input
+    grid = summary[summary["statistic"] == "map_positions"].iloc[0]
+    assert grid["layer"] == "16x16x16" and grid["mean"] == 16 and grid["passes"]
+    assert (out["map_grid"] == "16x16x16").all()
     assert (summary["ci_low"] <= summary["mean"]).all()
     assert (summary["mean"] <= summary["ci_high"]).all()
 
@@ -434,7 +439,7 @@ def test_stage_scores_the_planted_region(stage: dict, tmp_path: Path) -> None:
 
 def test_region_attribution_is_rebuilt_identically(stage: dict) -> None:
     """The stage recomputes the reference map: for gradients it equals the saved map."""
-    from brainlens.explain import load_volumes
+    from brainlens.attribution.fold import load_volumes
     from brainlens.training import load_trained_model
 
     model, _ = load_trained_model(stage["models"][0].parent)
@@ -535,3 +540,71 @@ def test_data_randomisation_against_a_random_label_run(stage: dict, tmp_path: Pa
     # the real run's own models are refused as a "random-label run"
     with pytest.raises(InputFileError, match="not trained with random labels"):
         _run(stage, tmp_path, settings=settings, random_label_models=stage["models"])
+
+
+# ----------------------------------------------------------------------------- map grid
+
+
+class StridedNet(nn.Module):
+    """Two stride-2 valid convolutions: a 12^3 input gives a 5^3 then a 2^3 layer grid."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv3d(1, 2, 3, stride=2)
+        self.conv2 = nn.Conv3d(2, 2, 3, stride=2)
+        self.fc = nn.Linear(2 * 8, 2)
+        self.cam_layer = self.conv2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.conv2(torch.relu(self.conv1(x)))).flatten(1))
+
+
+@pytest.mark.parametrize(
+    ("method", "options", "grid"),
+    [
+        ("gradcam", {}, (2, 2, 2)),
+        ("gradcam@c1", {"layer": "conv1"}, (5, 5, 5)),
+        ("cam_ng2018", {}, (2, 2, 2)),
+        ("occlusion", {"patch": 4, "stride": 4}, (3, 3, 3)),
+        ("occlusion", {"patch": 5, "stride": 3}, (4, 4, 4)),  # the last patch is cut
+        ("occlusion", {"patch": (12, 4, 4)}, (1, 3, 3)),
+        ("gradients", {}, (12, 12, 12)),
+    ],
+)
+def test_map_grid_is_the_grid_the_map_is_computed_on(method, options, grid) -> None:
+    from brainlens.attribution.methods import map_grid
+
+    model = StridedNet().eval()
+    x = sample(0)
+    assert map_grid(model, x, method=method, **options) == grid
+    if method == "occlusion":  # captum evaluates one occluded copy per patch position
+        from brainlens.attribution import count_forward_passes
+
+        with count_forward_passes(model) as counter:
+            attribute(model, x, method=method, target=1, **options)
+        # + the target check of attribute() + captum's unoccluded input
+        assert counter.samples == 2 + int(np.prod(grid))
+
+
+def test_a_map_too_coarse_to_localise_is_not_testable(stage: dict, tmp_path: Path) -> None:
+    """With more positions required than the 16^3 grid has, the verdict flips from
+    passes/fails to "not testable" and the method counts as failing in the report."""
+    from brainlens.report.meaning import MethodCheck
+    from brainlens.report.sanity import read_verdict, verdict_table
+
+    settings = {"scans_per_class": 3, "bootstrap": 100, "deletion_steps": 4}
+    out = _run(stage, tmp_path, settings=settings | {"min_map_positions": 17})
+    summary = pd.read_csv(tmp_path / "summary.tsv", sep="\t")
+    row = summary[summary["statistic"] == "map_positions"].iloc[0]
+    assert not row["passes"] and row["min_map_positions"] == 17
+    verdict = read_verdict(summary, out)
+    assert verdict.localizes is False and verdict.map_grid == "16x16x16"
+    assert verdict.randomization is None and verdict.interpretable is False
+    assert MethodCheck("m", "gradients", verdict=verdict).fails
+    html = verdict_table({"gradients": verdict})
+    assert "not testable: 16x16x16 grid too coarse" in html and "fewer than 17 positions" in html
+    # the same data with the default rule: the grid localises and the verdict stands
+    _run(stage, tmp_path)
+    ok = read_verdict(pd.read_csv(tmp_path / "summary.tsv", sep="\t"), out)
+    assert ok.localizes is True and ok.randomization is not None
+    assert MethodCheck("m", "gradients", verdict=ok).fails is (not ok.randomization)

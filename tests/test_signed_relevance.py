@@ -19,15 +19,15 @@ import pytest
 import torch
 from torch import nn
 
-import brainlens.explain as explain_mod
+import brainlens.attribution.fold as explain_mod
 from brainlens.attribution.baselines import (
     check_baseline_provenance,
     fold_baseline,
     read_baseline,
     write_fold_baseline,
 )
+from brainlens.attribution.fold import attribute_fold
 from brainlens.errors import ConfigError, LeakageError
-from brainlens.explain import attribute_fold
 from brainlens.packing import pack_volumes
 from brainlens.regions import write_region_tables
 

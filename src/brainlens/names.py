@@ -55,7 +55,7 @@ METHOD_OPTIONS: Final = MappingProxyType(
 )
 
 #: Options a method key may carry in the config beyond its function's own: the
-#: workflow turns ``atlas`` into ``atlas_labels`` (``brainlens.explain``).
+#: workflow turns ``atlas`` into ``atlas_labels`` (``brainlens.attribution.fold``).
 CONFIG_METHOD_OPTIONS: Final = MappingProxyType({"region_occlusion": ("atlas",)})
 
 #: ``attribution.target`` values other than a class name

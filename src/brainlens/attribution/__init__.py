@@ -55,17 +55,14 @@ receptive field.
 from brainlens.attribution._common import AttributionError, count_forward_passes
 from brainlens.attribution.maps import mean_maps, save_map
 from brainlens.attribution.methods import METHODS, MethodSpec, attribute, method_base
-from brainlens.attribution.scans import attribute_scans, relevance_path
 
 __all__ = [
     "METHODS",
     "AttributionError",
     "MethodSpec",
     "attribute",
-    "attribute_scans",
     "count_forward_passes",
     "mean_maps",
     "method_base",
-    "relevance_path",
     "save_map",
 ]

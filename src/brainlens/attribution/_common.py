@@ -162,6 +162,14 @@ def upsample(maps: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
     return F.interpolate(maps, size=tuple(size), mode=mode, align_corners=False)
 
 
+def minmax(a: np.ndarray) -> np.ndarray:
+    """``a`` rescaled to [0, 1] (min -> 0, max -> 1); all zeros when ``a`` is constant."""
+    lo, hi = float(a.min()), float(a.max())
+    if hi == lo:
+        return np.zeros_like(a)
+    return (a - lo) / (hi - lo)
+
+
 def to_numpy_map(t: torch.Tensor) -> np.ndarray:
     """Detach a (spatial) tensor to a float32 NumPy array."""
     return t.detach().to("cpu", torch.float32).numpy().copy()

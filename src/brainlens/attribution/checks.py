@@ -23,6 +23,13 @@ for |map| *and* for the signed map (for non-negative maps the two are the same
 statistic; for signed maps a map that only flips its sign fails on |map|).
 **Faithful**: the lower end of the interval of the mean area is above 0, for
 deletion *and* insertion ("does not beat random order" = not faithful).
+**Localises**: the grid the map is computed on (a Grad-CAM / CAM layer, occlusion
+patches; :func:`~brainlens.attribution.methods.map_grid`) has at least
+``min_map_positions`` (3) positions along every axis. On a coarser grid the map holds
+a handful of values: a 1x2x1 layer paints one half of the head against the other, so
+its rank correlation with any other map is about +1 or -1 per scan, the randomisation
+test has nothing to measure (its verdict is "not testable") and the map cannot rank
+regions. The rule reads the architecture and the input grid only, never the data.
 
 The maps compared and perturbed are recomputed here with the configured options and,
 for methods that take one (integrated gradients, occlusion), the fold's baseline, as
@@ -56,7 +63,8 @@ from brainlens.attribution.check_inputs import (
     random_label_model,
     select_scans,
 )
-from brainlens.attribution.methods import attribute, get_method
+from brainlens.attribution.fold import _method_options, _model_input, load_volumes
+from brainlens.attribution.methods import attribute, get_method, map_grid
 from brainlens.attribution.sanity import (
     area_under_curve,
     curve_gap,
@@ -70,7 +78,6 @@ from brainlens.attribution.sanity import (
     summarize_sanity,
 )
 from brainlens.errors import ConfigError, InputFileError, ModelError
-from brainlens.explain import _method_options, _model_input, load_volumes
 from brainlens.models import field_of_view_mask
 from brainlens.training import load_trained_model
 
@@ -253,6 +260,7 @@ def _check_fold(
         b = to_input(torch.from_numpy(base.for_scan(volume[0])[None]))
         if domain is None:
             domain, share = _domain(model, x, brain, to_input, path)
+            grid = map_grid(model, x, method=method, **opts)
         run_opts = dict(opts)
         if uses_baseline:  # as the attribute stage does: the fold's baseline, not zeros
             run_opts["baseline"] = b
@@ -273,6 +281,7 @@ def _check_fold(
         rows.append(
             {**key, "target": int(rec["target"]), "method": method}
             | {"randomization_domain": where, "field_of_view_brain_share": share}
+            | {"map_grid": "x".join(map(str, grid)), "map_positions_min": min(grid)}
             | row
             | {"baseline_kind": base.kind}
             | _scan_gt(rec, gt, atlas)
@@ -318,7 +327,7 @@ def run_sanity_checks(
         Atlas on the grid (region occlusion, ground truth) and ``ground_truth.json``.
     out_table, out_cascade, out_deletion, out_summary : Path
         Per-scan table (``fold, scan_id, label, target, method, randomization_domain,
-        field_of_view_brain_share, spearman_abs_random, spearman_signed_random,
+        field_of_view_brain_share, map_grid, map_positions_min, spearman_abs_random, spearman_signed_random,
         spearman_random`` (= abs), ``ssim_random, passes_randomization, deletion_auc,
         deletion_auc_random, deletion_area, insertion_auc, insertion_auc_random,
         insertion_area, baseline_kind, gt_rank, gt_mass_share, gt_pointing_hit``),
@@ -396,6 +405,7 @@ def run_sanity_checks(
         n_resamples=int(cfg.get("bootstrap", 1000)),
         seed=seed,
         requested_per_class=per_class,
+        min_map_positions=int(cfg.get("min_map_positions", 3)),
     )
     out.to_csv(out_table, sep="\t", index=False)
     cascade_all.to_csv(out_cascade, sep="\t", index=False)

@@ -20,7 +20,6 @@ from captum.attr import (
     FeatureAblation,
     GuidedBackprop,
     IntegratedGradients,
-    LayerGradCam,
     Occlusion,
     Saliency,
 )
@@ -30,12 +29,11 @@ from brainlens.attribution._common import (
     AttributionError,
     check_sample,
     check_target,
-    resolve_layer,
     to_model,
     to_numpy_map,
 )
 from brainlens.attribution.baselines import captum_baseline
-from brainlens.attribution.geometry import place_layer_map
+from brainlens.attribution.layers import cam_ng2018, gradcam, layer_grid, layer_maps
 from brainlens.errors import ConfigError
 
 _OUTPUTS = ("logit", "probability")
@@ -202,6 +200,29 @@ def occlusion(
     return to_numpy_map(attr[0, 0])
 
 
+def occlusion_grid(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    patch: int | tuple[int, ...] = 8,
+    stride: int | tuple[int, ...] | None = None,
+    **_options: object,
+) -> tuple[int, ...]:
+    """Patch positions per spatial axis of :func:`occlusion` on ``x`` (1, C, *spatial).
+
+    Captum slides the window from the first voxel in steps of ``stride``, the last
+    window cut by the edge: ``ceil((n - patch) / stride) + 1`` positions along an axis
+    of ``n`` voxels (1 when the patch covers the axis).
+    """
+    n_sp = x.ndim - 2
+    patch_t = _window("patch", patch, n_sp)
+    stride_t = patch_t if stride is None else _window("stride", stride, n_sp)
+    return tuple(
+        max(1, -(-(n - p) // st) + 1)
+        for n, p, st in zip(x.shape[2:], patch_t, stride_t, strict=True)
+    )
+
+
 def region_occlusion(
     model: nn.Module,
     x: torch.Tensor,
@@ -263,151 +284,6 @@ def region_occlusion(
     return out
 
 
-# --------------------------------------------------------------------------- CAM family
-
-
-def gradcam(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: int,
-    *,
-    layer: str | None = None,
-    relu: bool = True,
-) -> np.ndarray:
-    """Grad-CAM on ``model.cam_layer``, truly 3D.
-
-    Channel weights are the target-logit gradients averaged over **all** spatial
-    axes of the layer (Captum's ``LayerGradCam``), the weighted channel sum is
-    optionally rectified and placed on the input grid by receptive-field geometry:
-    each layer position sits at the centre of its receptive field
-    (:func:`~brainlens.attribution.geometry.layer_geometry`), interpolated
-    trilinearly (bilinearly in 2D) between positions, edge values held beyond.
-
-    Parameters
-    ----------
-    layer : str or None
-        Dotted module name to explain instead of ``model.cam_layer``.
-    relu : bool
-        Keep only the positive part (Selvaraju et al.): negative values are
-        evidence for other classes.
-
-    Returns
-    -------
-    np.ndarray, shape spatial
-        >= 0 when ``relu``; otherwise signed (positive = evidence for ``target``).
-    """
-    module = resolve_layer(model, layer)
-    cam = LayerGradCam(model, module).attribute(x, target=target, relu_attributions=bool(relu))
-    return to_numpy_map(place_layer_map(model, module, cam, x)[0, 0])
-
-
-def _layer_output(model: nn.Module, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    store: list[torch.Tensor] = []
-
-    def hook(_m: nn.Module, _inp: tuple, out: torch.Tensor) -> None:
-        store.append(out.detach())
-
-    handle = module.register_forward_hook(hook)
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        handle.remove()
-    if not store or not isinstance(store[0], torch.Tensor):
-        raise AttributionError(
-            f"layer {type(module).__name__}: did not produce a tensor during the forward pass. "
-            "Fix: choose a module that is called in forward()"
-        )
-    return store[0]
-
-
-def _minmax(a: np.ndarray) -> np.ndarray:
-    lo, hi = float(a.min()), float(a.max())
-    if hi == lo:
-        return np.zeros_like(a)
-    return (a - lo) / (hi - lo)
-
-
-def cam_ng2018(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: int,
-    *,
-    layer: str | None = None,
-) -> np.ndarray:
-    """Class-invariant CAM of Ng et al. 2018: last-conv feature maps summed over channels.
-
-    The channel sum is placed on the input grid by receptive-field geometry (as in
-    :func:`gradcam`) and min-max normalised so
-    that the most active voxel is 1 and the least active 0 (no inversion).
-    ``target`` is checked but does not change the map (class-invariant).
-
-    Parameters
-    ----------
-    layer : str or None
-        Dotted module name to use instead of ``model.cam_layer``.
-
-    Returns
-    -------
-    np.ndarray, shape spatial
-        Values in [0, 1]; all zeros if the feature map is constant.
-    """
-    module = resolve_layer(model, layer)
-    feats = _layer_output(model, module, x)
-    summed = feats.sum(dim=1, keepdim=True)
-    return _minmax(to_numpy_map(place_layer_map(model, module, summed, x)[0, 0]))
-
-
-_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-
-
-def layer_maps(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: int,
-    *,
-    layers: list[str] | None = None,
-    kind: str = "gradcam",
-) -> dict[str, np.ndarray]:
-    """Per-layer maps (for 2D slice models, works in 3D too).
-
-    Parameters
-    ----------
-    layers : list of str or None
-        Dotted module names; None = every ``nn.Conv*`` module in registration order.
-    kind : {"gradcam", "activation"}
-        ``"gradcam"``: rectified Grad-CAM of each layer (>= 0);
-        ``"activation"``: the layer's channel-mean activation, min-max normalised to [0, 1].
-
-    Returns
-    -------
-    dict of str to np.ndarray, each of shape spatial
-        Layer name -> map placed on the input grid by receptive-field geometry
-        (as in :func:`gradcam`).
-    """
-    if kind not in ("gradcam", "activation"):
-        raise ConfigError(f"kind: expected 'gradcam' or 'activation', got {kind!r}")
-    if layers is None:
-        names = [n for n, m in model.named_modules() if isinstance(m, _CONV)]
-        if not names:
-            raise ConfigError(
-                f"layer_maps: model {type(model).__name__} has no nn.Conv* modules. "
-                "Fix: pass layers=[<module names>]"
-            )
-    else:
-        names = list(layers)
-    out: dict[str, np.ndarray] = {}
-    for name in names:
-        module = resolve_layer(model, name)
-        if kind == "gradcam":
-            cam = LayerGradCam(model, module).attribute(x, target=target, relu_attributions=True)
-            out[name] = to_numpy_map(place_layer_map(model, module, cam, x)[0, 0])
-        else:
-            act = _layer_output(model, module, x).mean(dim=1, keepdim=True)
-            out[name] = _minmax(to_numpy_map(place_layer_map(model, module, act, x)[0, 0]))
-    return out
-
-
 # --------------------------------------------------------------------------- registry
 
 
@@ -425,11 +301,16 @@ class MethodSpec:
         ``"normalised"`` (min-max to [0, 1]).
     returns_dict : bool
         True if the method returns ``{layer name: map}`` instead of one map.
+    grid : callable or None
+        ``grid(model, x, **options) -> tuple of int``: positions per spatial axis of the
+        grid the map is computed on, for methods coarser than the input (layer grids,
+        occlusion patches); None = one value per input voxel (or per atlas region).
     """
 
     func: Callable[..., np.ndarray | dict[str, np.ndarray]]
     sign: str
     returns_dict: bool = False
+    grid: Callable[..., tuple[int, ...]] | None = None
 
     def options(self) -> list[str]:
         """Names of the keyword options the method accepts."""
@@ -442,10 +323,10 @@ METHODS: dict[str, MethodSpec] = {
     "gradients": MethodSpec(gradients, "absolute"),
     "guided_backprop": MethodSpec(guided_backprop, "absolute"),
     "integrated_gradients": MethodSpec(integrated_gradients, "signed"),
-    "occlusion": MethodSpec(occlusion, "signed"),
+    "occlusion": MethodSpec(occlusion, "signed", grid=occlusion_grid),
     "region_occlusion": MethodSpec(region_occlusion, "signed"),
-    "gradcam": MethodSpec(gradcam, "positive"),
-    "cam_ng2018": MethodSpec(cam_ng2018, "normalised"),
+    "gradcam": MethodSpec(gradcam, "positive", grid=layer_grid),
+    "cam_ng2018": MethodSpec(cam_ng2018, "normalised", grid=layer_grid),
     "layer_maps": MethodSpec(layer_maps, "positive", returns_dict=True),
 }
 
@@ -538,3 +419,29 @@ def attribute(
                 f"spatial shape {tuple(x.shape[2:])}"
             )
     return result
+
+
+def map_grid(
+    model: nn.Module, x: torch.Tensor, *, method: str, **options: object
+) -> tuple[int, ...]:
+    """Positions per spatial axis of the grid ``method``'s map of ``x`` is computed on.
+
+    Parameters
+    ----------
+    model : nn.Module
+    x : torch.Tensor, shape (1, C, *spatial)
+    method : str
+        A configured method key.
+    **options
+        The method's options (the layer of Grad-CAM, the patch of occlusion, ...).
+
+    Returns
+    -------
+    tuple of int
+        The layer grid (Grad-CAM, CAM), the patch grid (occlusion) or the input's spatial
+        shape (voxel-wise methods, region occlusion).
+    """
+    spec = get_method(method)
+    if spec.grid is None:
+        return tuple(int(n) for n in x.shape[2:])
+    return tuple(int(n) for n in spec.grid(model, to_model(model, x), **options))

@@ -3,9 +3,8 @@
 A map that barely changes when the trained weights are replaced by random ones does
 not explain the model. :func:`randomization_curves` randomises layer groups
 (:func:`layer_groups`) cascading from the output down and independently, and compares
-|map| and the signed map with the trained model's by Spearman rank correlation;
-:func:`randomization_check` / :func:`passes_randomization` are the older
-single-statistic form. Re-exported by :mod:`brainlens.attribution.sanity`.
+|map| and the signed map with the trained model's by Spearman rank correlation.
+Re-exported by :mod:`brainlens.attribution.sanity`.
 """
 
 from __future__ import annotations
@@ -19,13 +18,9 @@ import torch
 from scipy import ndimage, stats
 from torch import nn
 
-from brainlens.attribution._common import AttributionError, model_device
+from brainlens.attribution._common import AttributionError, minmax, model_device
 from brainlens.attribution.methods import attribute, get_method
 from brainlens.errors import ConfigError, ModelError
-
-#: Default threshold of :func:`passes_randomization` on |Spearman rho|.
-RANDOMIZATION_THRESHOLD = 0.5
-
 
 # --------------------------------------------------------------------------- similarity
 
@@ -37,11 +32,6 @@ def _rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
     if const_a or const_b:
         return 1.0 if (const_a and const_b and np.array_equal(a, b)) else 0.0
     return float(stats.spearmanr(a, b).statistic)
-
-
-def _minmax(a: np.ndarray) -> np.ndarray:
-    lo, hi = float(a.min()), float(a.max())
-    return np.zeros_like(a) if hi == lo else (a - lo) / (hi - lo)
 
 
 def ssim(a: np.ndarray, b: np.ndarray, *, window: int = 7) -> float:
@@ -61,7 +51,7 @@ def ssim(a: np.ndarray, b: np.ndarray, *, window: int = 7) -> float:
     """
     if a.shape != b.shape:
         raise AttributionError(f"ssim: maps have shapes {a.shape} and {b.shape}; expected equal")
-    x, y = _minmax(a.astype(np.float64)), _minmax(b.astype(np.float64))
+    x, y = minmax(a.astype(np.float64)), minmax(b.astype(np.float64))
     size = max(1, min(window, *x.shape))
     mx, my = ndimage.uniform_filter(x, size), ndimage.uniform_filter(y, size)
     vx = ndimage.uniform_filter(x * x, size) - mx * mx
@@ -124,136 +114,6 @@ def _check_mask(mask: np.ndarray | None, x: torch.Tensor) -> np.ndarray | None:
     if not mask.any():
         raise AttributionError("mask: is empty; expected at least one voxel")
     return mask
-
-
-def randomization_check(
-    model: nn.Module,
-    x: torch.Tensor,
-    *,
-    method: str,
-    target: int,
-    seed: int,
-    absolute: bool = True,
-    cascade: bool = True,
-    mask: np.ndarray | None = None,
-    **method_options: object,
-) -> pd.DataFrame:
-    """Cascading parameter randomisation (Adebayo et al. 2018).
-
-    On a deep copy of the trained model, layers that own parameters are
-    re-initialised one at a time from the output towards the input (registration
-    order of ``named_modules`` is taken as forward order); after each step the map
-    is recomputed and compared with the trained model's map. Each layer is
-    re-initialised with its own ``reset_parameters()`` under a seeded RNG (the
-    global torch RNG state is restored afterwards).
-
-    Parameters
-    ----------
-    model : nn.Module
-        The trained model (not modified).
-    x : torch.Tensor, shape (1, C, *spatial)
-        One sample.
-    method : str
-        A key of :data:`~brainlens.attribution.METHODS` (single-map methods only).
-    target : int
-        Class index.
-    seed : int
-        Seed of the re-initialisation.
-    absolute : bool
-        Compare |map| (default), so sign flips do not count as change.
-    cascade : bool
-        Recompute the map after every step (default). ``False`` re-initialises all
-        layers the same way but computes the map only once, at the last step (all
-        layers random): what :func:`passes_randomization` reads, at a fraction of the
-        cost for expensive methods (occlusion, integrated gradients).
-    mask : np.ndarray of bool, shape spatial, optional
-        Compare the maps inside these voxels only (e.g. the brain mask). Outside the
-        head most methods give (near) zero for any model, and those shared ties
-        alone pull the rank correlation towards 1 whatever the map does in the brain.
-    **method_options
-        Passed to :func:`~brainlens.attribution.attribute`.
-
-    Returns
-    -------
-    pandas.DataFrame
-        One row per cascade step: ``step`` (1 = top layer only), ``layer`` (the
-        layer re-initialised at that step; all layers above it are random too),
-        ``spearman`` (rank correlation with the original map over all voxels, or
-        the ``mask``'s; 1 for identical constant maps, 0 if only one map is constant)
-        and ``ssim`` (whole map).
-    """
-    if get_method(method).returns_dict:
-        raise ConfigError(f"randomization_check: method {method!r} returns several maps")
-    mask = _check_mask(mask, x)
-    layers = parameter_layers(model)
-    if not layers:
-        raise ModelError(f"model {type(model).__name__}: has no parameters to randomise")
-
-    def rel(m: nn.Module) -> np.ndarray:
-        r = np.asarray(attribute(m, x, method=method, target=target, **method_options))
-        return np.abs(r) if absolute else r
-
-    original = rel(model)
-    randomized = copy.deepcopy(model)
-    device = model_device(model)
-    seeds = np.random.default_rng(seed).integers(0, 2**31 - 1, size=len(layers))
-    rows = []
-    for step, (name, layer_seed) in enumerate(zip(reversed(layers), seeds, strict=True), 1):
-        _reset(randomized, name, int(layer_seed), device)
-        if not cascade and step < len(layers):
-            continue
-        r = rel(randomized)
-        rho = (
-            _rank_correlation(original, r)
-            if mask is None
-            else _rank_correlation(original[..., mask], r[..., mask])
-        )
-        rows.append((step, name, rho, ssim(original, r)))
-    return pd.DataFrame(rows, columns=["step", "layer", "spearman", "ssim"])
-
-
-def passes_randomization(
-    df: pd.DataFrame, threshold: float = RANDOMIZATION_THRESHOLD, *, require: str = "full"
-) -> bool:
-    """Did the map change when the model's weights were randomised?
-
-    The statistic is |Spearman rho| between the trained model's map and the
-    randomised model's map. With ``require="full"`` (default) it is taken at the
-    last cascade step (all layers random); with ``require="every"`` every step
-    must be below the threshold, i.e. the map must already react when only the
-    classifier head is random (class-invariant maps such as ``cam_ng2018``, which
-    never look at the head, fail this stricter form). The method passes if the
-    statistic is below ``threshold`` (default 0.5: at most a quarter of the rank
-    variance shared). Maps that only echo the input (edges, intensities) keep a
-    high correlation and fail.
-
-    Parameters
-    ----------
-    df : pandas.DataFrame
-        Output of :func:`randomization_check`.
-    threshold : float
-        In (0, 1].
-    require : {"full", "every"}
-        Which cascade steps must fall below the threshold.
-
-    Returns
-    -------
-    bool
-    """
-    if not 0 < threshold <= 1:
-        raise ConfigError(f"threshold: expected a value in (0, 1], got {threshold}")
-    if require not in ("full", "every"):
-        raise ConfigError(f"require: expected 'full' or 'every', got {require!r}")
-    if df.empty or "spearman" not in df.columns:
-        raise AttributionError(
-            "passes_randomization: expected the non-empty table of randomization_check "
-            f"with a 'spearman' column, got columns {list(df.columns)} and {len(df)} rows"
-        )
-    ordered = df.sort_values("step") if "step" in df.columns else df
-    rho = np.abs(ordered["spearman"].to_numpy(dtype=float))
-    if np.any(np.isnan(rho)):
-        raise AttributionError("passes_randomization: the 'spearman' column contains NaN")
-    return bool(rho[-1] < threshold) if require == "full" else bool(np.all(rho < threshold))
 
 
 #: Normalisation layers that :func:`layer_groups` merges into the layer before them.

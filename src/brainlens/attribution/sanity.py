@@ -7,8 +7,7 @@ scans of all folds is :mod:`brainlens.attribution.checks`):
   model-parameter randomisation (Adebayo et al. 2018), cascading (top layer group
   down) and independent (one group at a time), Spearman rank correlation of |map|
   and of the signed map with the trained model's map; :func:`layer_groups` sets the
-  granularity. :func:`randomization_check` / :func:`passes_randomization` are the
-  older single-statistic form.
+  granularity.
 * :func:`bootstrap_mean`: seeded percentile bootstrap interval of a mean over scans.
 * :func:`deletion_curve`, :func:`insertion_curve`, :func:`curve_gap` (from
   :mod:`brainlens.attribution.faithfulness`): perturbation curves against a random
@@ -35,19 +34,15 @@ from brainlens.attribution.faithfulness import (
     random_order,
 )
 from brainlens.attribution.randomization import (
-    RANDOMIZATION_THRESHOLD,
     layer_groups,
     map_similarity,
     parameter_layers,
-    passes_randomization,
-    randomization_check,
     randomization_curves,
     ssim,
 )
 from brainlens.errors import ConfigError
 
 __all__ = [
-    "RANDOMIZATION_THRESHOLD",
     "area_over_curve",
     "area_under_curve",
     "bootstrap_mean",
@@ -58,9 +53,7 @@ __all__ = [
     "layer_groups",
     "map_similarity",
     "parameter_layers",
-    "passes_randomization",
     "random_order",
-    "randomization_check",
     "randomization_curves",
     "ssim",
     "summarize_sanity",
@@ -116,6 +109,7 @@ def summarize_sanity(
     n_resamples: int = 1000,
     seed: int = 0,
     requested_per_class: int | None = None,
+    min_map_positions: int = 3,
 ) -> pd.DataFrame:
     """Means over scans with seeded bootstrap intervals, and the verdicts.
 
@@ -132,17 +126,23 @@ def summarize_sanity(
         Bootstrap resamples and seed.
     requested_per_class : int, optional
         ``scans_per_class`` asked for (recorded for the report).
+    min_map_positions : int
+        With a ``map_positions_min`` column in ``per_scan`` (positions per axis of the
+        grid the map is computed on, smallest axis), a ``map_positions`` row: ``mean`` =
+        the smallest over scans, ``layer`` = the grid (``map_grid``), ``passes`` = at
+        least this many positions along every axis (the map can localise).
 
     Returns
     -------
     pandas.DataFrame
         ``method, statistic, mode, step, layer, n_scans, mean, ci_low, ci_high,
-        threshold, passes, requested_per_class``; ``statistic`` is ``spearman_abs`` or
+        threshold, passes, requested_per_class, min_map_positions``; ``statistic`` is ``spearman_abs`` or
         ``spearman_signed`` (one row per mode and step; ``passes`` only at the last
         cascade step: ``ci_high < threshold``) or ``deletion_area`` / ``insertion_area``
         (``passes``: ``ci_low > 0``) or, with a random-label run, ``spearman_abs_random_labels``
         / ``spearman_signed_random_labels`` (data randomisation; ``passes``: ``ci_high <
-        threshold``). ``passes`` is empty where no verdict applies.
+        threshold``) or ``map_positions`` (see ``min_map_positions``). ``passes`` is empty
+        where no verdict applies.
     """
     rows = []
 
@@ -162,6 +162,23 @@ def summarize_sanity(
     for stat in ("deletion_area", "insertion_area"):
         if stat in per_scan:
             add(stat, per_scan[stat].to_numpy(float), verdict=lambda lo, hi: lo > 0)
+    if "map_positions_min" in per_scan and per_scan["map_positions_min"].notna().any():
+        smallest = float(per_scan["map_positions_min"].min())
+        grid = str(per_scan.loc[per_scan["map_positions_min"].idxmin(), "map_grid"])
+        n = int(per_scan["map_positions_min"].notna().sum())
+        rows.append(
+            (
+                "map_positions",
+                "",
+                np.nan,
+                grid,
+                n,
+                smallest,
+                smallest,
+                smallest,
+                bool(smallest >= min_map_positions),
+            )
+        )
     for stat in ("spearman_abs_random_labels", "spearman_signed_random_labels"):
         if stat in per_scan and per_scan[stat].notna().any():
             add(stat, per_scan[stat].to_numpy(float), verdict=lambda lo, hi: hi < threshold)
@@ -170,6 +187,7 @@ def summarize_sanity(
     out.insert(0, "method", method)
     out["threshold"] = float(threshold)
     out["requested_per_class"] = requested_per_class
+    out["min_map_positions"] = int(min_map_positions)
     return out
 
 

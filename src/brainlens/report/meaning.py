@@ -41,8 +41,11 @@ class MethodCheck:
 
     @property
     def fails(self) -> bool:
-        """True when the randomisation check failed: by the summary's bootstrap verdict when
-        there is one, else (older results) when most scans failed it."""
+        """True when the randomisation check failed or could not be run because the map's
+        grid is too coarse to localise: by the summary's bootstrap verdict when there is
+        one, else (older results) when most scans failed it."""
+        if self.verdict is not None and self.verdict.localizes is False:
+            return True  # too coarse to localise: the test could not tell
         if self.verdict is not None and self.verdict.randomization is not None:
             return not self.verdict.randomization
         return not math.isnan(self.pass_share) and self.pass_share < PASS_SHARE

@@ -42,12 +42,24 @@ class SanityVerdict:
     threshold: float = math.nan
     per_class: dict[str, int] = field(default_factory=dict)
     requested_per_class: float = math.nan
+    #: grid the map is computed on (e.g. ``"1x2x1"``), when the summary has one
+    map_grid: str = ""
+    #: False when that grid has fewer than ``min_map_positions`` positions along some axis
+    localizes: bool | None = None
+    min_map_positions: float = math.nan
 
     @property
     def faithful(self) -> bool | None:
         """Both curves beat random order (None when neither was run)."""
         flags = [f for f in (self.faithful_deletion, self.faithful_insertion) if f is not None]
         return None if not flags else all(flags)
+
+    @property
+    def interpretable(self) -> bool | None:
+        """Passes randomisation on a grid that can localise (None when not run)."""
+        if self.localizes is False:
+            return False
+        return self.randomization
 
     @property
     def few_scans(self) -> bool:
@@ -94,6 +106,13 @@ def read_verdict(summary: pd.DataFrame | None, per_scan: pd.DataFrame | None) ->
             v.insertion, v.faithful_insertion = _triple(r), _flag(r)
         elif stat == "spearman_abs_random_labels":
             v.spearman_random_labels = _triple(r)
+        elif stat == "map_positions":
+            v.map_grid, v.localizes = str(r.get("layer", "")), _flag(r)
+            v.min_map_positions = float(pd.to_numeric(r.get("min_map_positions"), errors="coerce"))
+    if v.localizes is False:
+        # a grid of a few positions gives rank correlations of about +-1 per scan
+        # whatever the weights: the randomisation test has nothing to measure
+        v.randomization = None
     data = judged[judged["statistic"].astype(str).str.endswith("_random_labels")]
     if len(data):
         v.data_randomization = all(_flag(r) for _, r in data.iterrows())
@@ -106,6 +125,12 @@ def _interval(t: tuple[float, float, float]) -> str:
 
 def _yes_no(flag: bool | None, yes: str, no: str) -> str:
     return "–" if flag is None else badge(yes, "ok") if flag else badge(no, "bad")
+
+
+def _randomisation_cell(v: SanityVerdict) -> str:
+    if v.localizes is False:
+        return badge(f"not testable: {esc(v.map_grid)} grid too coarse", "bad")
+    return _yes_no(v.randomization, "passes", "FAILS")
 
 
 def verdict_table(verdicts: Mapping[str, SanityVerdict]) -> str:
@@ -121,7 +146,7 @@ def verdict_table(verdicts: Mapping[str, SanityVerdict]) -> str:
                 "scans per class": counts,
                 "Spearman |map|, full randomisation": _interval(v.spearman_abs),
                 "Spearman signed": _interval(v.spearman_signed),
-                "randomisation": _yes_no(v.randomization, "passes", "FAILS"),
+                "randomisation": _randomisation_cell(v),
                 "deletion area vs random": _interval(v.deletion),
                 "insertion area vs random": _interval(v.insertion),
                 "faithful": _yes_no(v.faithful, "yes", "not faithful"),
@@ -130,9 +155,12 @@ def verdict_table(verdicts: Mapping[str, SanityVerdict]) -> str:
         if any(w.data_randomization is not None for w in verdicts.values()):
             rows[-1]["random-label model, Spearman |map|"] = _interval(v.spearman_random_labels)
             rows[-1]["data randomisation"] = _yes_no(v.data_randomization, "passes", "FAILS")
-        bad = False in (v.randomization, v.faithful, v.data_randomization)
+        bad = False in (v.randomization, v.faithful, v.data_randomization, v.localizes)
         classes.append("flag" if bad else "")
     thr = next((v.threshold for v in verdicts.values() if not math.isnan(v.threshold)), 0.5)
+    minpos = next(
+        (v.min_map_positions for v in verdicts.values() if not math.isnan(v.min_map_positions)), 3
+    )
     cap = (
         "Mean over the checked scans [95% seeded bootstrap interval]. <b>Randomisation</b> "
         "(Adebayo et al. 2018): Spearman ρ between the map of the trained model and of the "
@@ -142,7 +170,11 @@ def verdict_table(verdicts: Mapping[str, SanityVerdict]) -> str:
         "between the curve in relevance order and the curve in random order (deletion: the "
         "target probability must fall sooner; insertion, from the fold's baseline: rise "
         "sooner), voxels replaced by the baseline inside the brain; a method is "
-        "<i>faithful</i> when the lower end of both intervals is above 0."
+        "<i>faithful</i> when the lower end of both intervals is above 0. A map computed on "
+        f"a grid with fewer than {fmt(minpos, 0)} positions along some axis (a Grad-CAM / CAM layer, "
+        "occlusion patches) is <i>too coarse</i>: it cannot rank regions, and its "
+        "randomisation test is not testable (a two-valued map correlates about ±1 with any "
+        "other); choose an earlier layer or a smaller patch."
     )
     if any(v.data_randomization is not None for v in verdicts.values()):
         cap += (

@@ -1,4 +1,5 @@
-"""File-level attribution stage of the workflow (sanity checks: brainlens.attribution.checks).
+"""The attribution stage of the workflow, one fold at a time (sanity checks:
+:mod:`brainlens.attribution.checks`).
 
 These functions tie together a trained fold (:mod:`brainlens.training`), the packed
 inputs (:mod:`brainlens.packing`), the folds table and the attribution methods
@@ -28,7 +29,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from brainlens.attribution import attribute, mean_maps, method_base, save_map
 from brainlens.attribution._common import count_forward_passes
 from brainlens.attribution.baselines import (
     ZERO_BASELINE,
@@ -36,7 +36,8 @@ from brainlens.attribution.baselines import (
     check_baseline_provenance,
     read_baseline,
 )
-from brainlens.attribution.methods import get_method
+from brainlens.attribution.maps import mean_maps, save_map
+from brainlens.attribution.methods import attribute, get_method, method_base
 from brainlens.attribution.targets import (
     check_target_spec,
     completeness,

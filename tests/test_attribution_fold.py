@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import torch
 
+from brainlens.attribution.fold import attribute_fold
 from brainlens.errors import ConfigError
-from brainlens.explain import attribute_fold
 from brainlens.folds import write_folds
 from brainlens.packing import pack_volumes
 from brainlens.templates import template_paths
