@@ -32,7 +32,8 @@ from nilearn import datasets, image
 
 from brainlens.grid import mni_grid
 from brainlens.models import MODELS, build_model
-from brainlens.packing import PackedDataset, pack_volumes
+from brainlens.packing import pack_volumes
+from brainlens.training.dataset import PackedDataset
 from brainlens.transforms import make_transform
 
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from brainlens.errors import ConfigError, DatasetError, InputFileError
-from brainlens.packing import PackedDataset, open_pack, pack_volumes, sidecar_path
+from brainlens.packing import open_pack, pack_volumes, sidecar_path
+from brainlens.training.dataset import PackedDataset
 
 torch.set_num_threads(1)
 SHAPE = (6, 7, 5)
@@ -224,3 +225,13 @@ def test_pack_smoothing_refuses_bad_fwhm(tmp_path, fwhm):
             smooth_fwhm_mm=fwhm,
         )
     assert not npy.exists()
+
+
+def test_packing_does_not_import_torch():
+    """The pack rule needs no torch: PackedDataset lives in brainlens.training.dataset."""
+    import subprocess
+    import sys
+
+    code = "import sys, brainlens.packing; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -13,18 +13,20 @@ import pytest
 import torch
 from torch import nn
 
-import brainlens.training.fold as fold_module
+import brainlens.training.plan as plan_module
+import brainlens.training.restart as restart_module
 from brainlens.errors import ConfigError, ModelError
 from brainlens.folds import write_folds
-from brainlens.packing import PackedDataset, pack_volumes
+from brainlens.packing import pack_volumes
 from brainlens.training import (
     TrainingInterrupted,
     load_trained_model,
     make_augmenter,
     make_early_stopping,
+    select_restart,
     train_fold,
 )
-from brainlens.training.fold import select_restart
+from brainlens.training.dataset import PackedDataset
 from brainlens.training.loop import EarlyStopping, recalibrate_batchnorm
 
 torch.set_num_threads(1)
@@ -179,6 +181,28 @@ def test_resume_after_kill_gives_same_result(data, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_history_and_a_log_line_after_every_epoch(data, tmp_path, caplog):
+    """Progress is visible while training: history.tsv so far, one INFO line per epoch."""
+    out = tmp_path / "killed"
+    with caplog.at_level("INFO", logger="brainlens.training"):
+        with pytest.raises(TrainingInterrupted):
+            run(data, out, epochs=5, stop_after_epoch=3)
+    hist = pd.read_csv(out / "history.tsv", sep="\t")
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert list(hist["epoch"]) == [1, 2, 3]
+    assert np.allclose(hist["val_loss"], [h["val_loss"] for h in ckpt["history"]], rtol=1e-5)
+    lines = [r.getMessage() for r in caplog.records if " epoch " in r.getMessage()]
+    assert [line.split(":")[0] for line in lines] == [
+        f"fold 0 restart 0 epoch {e}/5" for e in (1, 2, 3)
+    ]
+    best = ckpt["early_stopping"]["best_epoch"]
+    assert "* best so far" in lines[best - 1]
+    assert f"val_loss {hist['val_loss'][2]:.4g}" in lines[2]
+    # resumed to the end, history.tsv is the whole run's, as in an uninterrupted one
+    assert run(data, out, epochs=5)["epochs_run"] == 5
+    assert list(pd.read_csv(out / "history.tsv", sep="\t")["epoch"]) == [1, 2, 3, 4, 5]
+
+
 def test_resume_refuses_other_settings(data, tmp_path):
     with pytest.raises(TrainingInterrupted):
         run(data, tmp_path / "x", stop_after_epoch=1)
@@ -308,7 +332,8 @@ def test_same_seed_same_result_other_seed_differs(data, tmp_path):
 
 def test_test_part_is_read_only_after_model_is_fixed(data, tmp_path, monkeypatch):
     events = []
-    real_dataset, real_fit = fold_module.PackedDataset, fold_module.fit
+    # every dataset (train, val, test) is built by FoldPlan.dataset; fit runs per restart
+    real_dataset, real_fit = plan_module.PackedDataset, restart_module.fit
 
     def spy_dataset(packs, scan_ids, *a, **k):
         events.append(("dataset", frozenset(scan_ids)))
@@ -319,8 +344,8 @@ def test_test_part_is_read_only_after_model_is_fixed(data, tmp_path, monkeypatch
         real_fit(model, train, val, **k)
         events.append(("fit done", None))
 
-    monkeypatch.setattr(fold_module, "PackedDataset", spy_dataset)
-    monkeypatch.setattr(fold_module, "fit", spy_fit)
+    monkeypatch.setattr(plan_module, "PackedDataset", spy_dataset)
+    monkeypatch.setattr(restart_module, "fit", spy_fit)
     run(data, tmp_path / "spy", epochs=2)
     folds = pd.read_csv(data[2], sep="\t", dtype=str, keep_default_na=False)
     f0 = folds[folds.fold == "0"]

@@ -10,23 +10,23 @@ preprocessing, into
   smoothing applied (``smooth_fwhm_mm``);
 * an index TSV with columns ``row, scan_id, path``.
 
-All files are written to temporary names and renamed, so a killed job never
-leaves a half-written pack that looks complete. :class:`PackedDataset` reads
-several packs as channels and never decodes NIfTI.
+All files are written through :func:`brainlens._io.atomic_output`, so a killed job never
+leaves a half-written pack that looks complete.
+:class:`brainlens.training.dataset.PackedDataset` reads several packs as channels
+and never decodes NIfTI. This module does not import torch.
 """
 
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
+from brainlens._io import atomic_output, write_text_atomic
 from brainlens.errors import ConfigError, DatasetError, InputFileError
 from brainlens.volumes import fwhm_to_sigma_voxels, load_volume, smooth_volume
 
@@ -37,10 +37,6 @@ INDEX_COLUMNS = ["row", "scan_id", "path"]
 def sidecar_path(npy: str | Path) -> Path:
     """The JSON sidecar of a pack: ``x.npy`` -> ``x.json``."""
     return Path(npy).with_suffix(".json")
-
-
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
 
 
 def pack_volumes(
@@ -108,57 +104,62 @@ def pack_volumes(
     first, affine = load_volume(paths[0])
     shape = first.shape
     sigma_vox = fwhm_to_sigma_voxels(fwhm, affine)
-    tmp_npy = _tmp(out_npy)
-    arr = np.lib.format.open_memmap(tmp_npy, mode="w+", dtype=dtype, shape=(len(paths), *shape))
-    try:
+    with atomic_output(out_npy) as tmp_npy:
+        arr = np.lib.format.open_memmap(tmp_npy, mode="w+", dtype=dtype, shape=(len(paths), *shape))
         for i, path in enumerate(paths):
             data, aff = (first, affine) if i == 0 else load_volume(path)
-            if data.shape != shape:
-                raise InputFileError(
-                    path,
-                    f"grid shape {data.shape} differs from {shape} of {paths[0].name}",
-                    "resample every input onto the same analysis grid",
-                )
-            if not np.allclose(aff, affine, atol=1e-4):
-                raise InputFileError(
-                    path,
-                    f"affine differs from that of {paths[0].name}:\n{aff}\nvs\n{affine}",
-                    "resample every input onto the same analysis grid",
-                )
-            if not np.isfinite(data).all():
-                raise InputFileError(
-                    path,
-                    f"{int((~np.isfinite(data)).sum())} non-finite voxels (nan/inf)",
-                    "write 0 outside the brain in preprocessing",
-                )
-            peak = float(np.abs(data).max())
-            if peak > limit:
-                raise InputFileError(
-                    path,
-                    f"max |value| {peak:g} exceeds the {dtype} range {limit:g}",
-                    "rescale the intensities in preprocessing or pack with dtype float32",
-                )
+            _check_volume(path, data, aff, paths[0], shape, affine, dtype, limit)
             arr[i] = smooth_volume(data, sigma_vox) if fwhm > 0 else data
         arr.flush()
         del arr
-        tmp_npy.replace(out_npy)
-    except BaseException:
-        tmp_npy.unlink(missing_ok=True)
-        raise
-    side = sidecar_path(out_npy)
     meta = {
         "shape": [len(paths), *shape],
         "dtype": dtype,
         "affine": affine.tolist(),
         "smooth_fwhm_mm": fwhm,
     }
-    tmp_side = _tmp(side)
-    tmp_side.write_text(json.dumps(meta, indent=1))
-    tmp_side.replace(side)
+    write_text_atomic(sidecar_path(out_npy), json.dumps(meta, indent=1))
     index = pd.DataFrame({"row": range(len(paths)), "scan_id": scan_ids, "path": map(str, paths)})
-    tmp_index = _tmp(out_index)
-    index.to_csv(tmp_index, sep="\t", index=False)
-    tmp_index.replace(out_index)
+    with atomic_output(out_index) as tmp_index:
+        index.to_csv(tmp_index, sep="\t", index=False)
+
+
+def _check_volume(
+    path: Path,
+    data: np.ndarray,
+    aff: np.ndarray,
+    first: Path,
+    shape: tuple[int, ...],
+    affine: np.ndarray,
+    dtype: str,
+    limit: float,
+) -> None:
+    """InputFileError unless ``data`` (X, Y, Z) is on the first volume's grid, finite, in range."""
+    if data.shape != shape:
+        raise InputFileError(
+            path,
+            f"grid shape {data.shape} differs from {shape} of {first.name}",
+            "resample every input onto the same analysis grid",
+        )
+    if not np.allclose(aff, affine, atol=1e-4):
+        raise InputFileError(
+            path,
+            f"affine differs from that of {first.name}:\n{aff}\nvs\n{affine}",
+            "resample every input onto the same analysis grid",
+        )
+    if not np.isfinite(data).all():
+        raise InputFileError(
+            path,
+            f"{int((~np.isfinite(data)).sum())} non-finite voxels (nan/inf)",
+            "write 0 outside the brain in preprocessing",
+        )
+    peak = float(np.abs(data).max())
+    if peak > limit:
+        raise InputFileError(
+            path,
+            f"max |value| {peak:g} exceeds the {dtype} range {limit:g}",
+            "rescale the intensities in preprocessing or pack with dtype float32",
+        )
 
 
 @dataclass(frozen=True)
@@ -262,164 +263,3 @@ def open_packs(packs: PackSpec) -> dict[str, Pack]:
                 "preprocess all inputs onto the same analysis grid",
             )
     return opened
-
-
-class PackedDataset(torch.utils.data.Dataset):
-    """Samples read from one or more packs, stacked as channels.
-
-    Parameters
-    ----------
-    packs : mapping of str to Pack or (npy, index)
-        Inputs in channel order, e.g. ``{"gm_modulated": (npy, tsv), "t1w": (...)}``.
-    scan_ids : sequence of str, length N
-        The scans of this dataset (e.g. one role of one fold).
-    labels : sequence of int, length N, optional
-        Class indices; ``__getitem__`` then returns ``(x, y)``, else ``x`` only.
-    transform : callable, optional
-        Applied per sample to a float32 tensor (C, X, Y, Z) (e.g. the 3D->2D step of
-        a 2D model, giving (C', H, W)).
-    preload : bool or "auto"
-        Copy the selected rows into one tensor (N, C, X, Y, Z) of the pack dtype on
-        ``device``. ``"auto"``: only on CUDA, and only if it takes under half of the
-        free GPU memory. Without preloading, batches are read from the memory maps.
-    device : str or torch.device
-        Where :meth:`batch` puts its output (and a preloaded tensor).
-    cache_transformed : bool
-        Keep transformed samples after their first use, for batches without
-        augmentation (validation/test every epoch; training when not augmenting).
-        The 2D images of a 3D->2D transform are small; this skips the transform
-        after the first epoch.
-    """
-
-    def __init__(
-        self,
-        packs: PackSpec,
-        scan_ids: Sequence[str],
-        labels: Sequence[int] | None = None,
-        *,
-        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        preload: bool | str = False,
-        device: str | torch.device = "cpu",
-        cache_transformed: bool = True,
-    ) -> None:
-        self.packs = open_packs(packs)
-        self.inputs = list(self.packs)
-        self.scan_ids = [str(s) for s in scan_ids]
-        self.rows = np.stack([p.rows(self.scan_ids) for p in self.packs.values()])  # (C, N)
-        self.labels = (
-            None if labels is None else torch.as_tensor(np.asarray(labels), dtype=torch.long)
-        )
-        if self.labels is not None and len(self.labels) != len(self.scan_ids):
-            raise ConfigError(
-                f"PackedDataset: {len(self.labels)} labels for {len(self.scan_ids)} scans"
-            )
-        self.transform = transform
-        self.device = torch.device(device)
-        self.data: torch.Tensor | None = None
-        self.cache_transformed = bool(cache_transformed) and transform is not None
-        self._cache: torch.Tensor | None = None  # (N, C', H, W) on device
-        self._cached: torch.Tensor | None = None  # (N,) bool, on CPU
-        if preload == "auto":
-            preload = (
-                self.device.type == "cuda"
-                and self.nbytes < 0.5 * torch.cuda.mem_get_info(self.device)[0]
-            )
-        elif preload not in (True, False):
-            raise ConfigError(f"preload: expected True, False or 'auto', got {preload!r}")
-        if preload:
-            self.data = self._read(np.arange(len(self.scan_ids))).to(self.device)
-
-    @property
-    def grid_shape(self) -> tuple[int, int, int]:
-        """Spatial shape (X, Y, Z)."""
-        return next(iter(self.packs.values())).shape
-
-    @property
-    def affine(self) -> np.ndarray:
-        """Grid affine, shape (4, 4)."""
-        return next(iter(self.packs.values())).affine
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of all selected samples in the pack dtype."""
-        item = next(iter(self.packs.values())).array.dtype.itemsize
-        return int(len(self.scan_ids) * len(self.inputs) * np.prod(self.grid_shape) * item)
-
-    def __len__(self) -> int:
-        return len(self.scan_ids)
-
-    def _read(self, idx: np.ndarray) -> torch.Tensor:
-        """Rows ``idx`` of every pack, shape (B, C, X, Y, Z), in the pack dtype (CPU)."""
-        first = next(iter(self.packs.values()))
-        out = np.empty((len(idx), len(self.packs), *first.shape), dtype=first.array.dtype)
-        for c, pack in enumerate(self.packs.values()):
-            rows = self.rows[c, idx]
-            for i in np.argsort(rows, kind="stable"):  # sequential reads from the memmap
-                out[i, c] = pack.array[rows[i]]
-        return torch.from_numpy(out)
-
-    def batch(
-        self,
-        idx: Sequence[int] | np.ndarray | torch.Tensor,
-        *,
-        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    ) -> torch.Tensor:
-        """A float32 batch on ``self.device``: read, augment (3D), then transform.
-
-        Parameters
-        ----------
-        idx : sequence of int, length B
-            Sample positions in this dataset.
-        augment : callable, optional
-            Batch augmentation on (B, C, X, Y, Z), applied before the transform.
-
-        Returns
-        -------
-        Tensor, shape (B, C, X, Y, Z), or (B, C', H, W) after a 3D->2D transform
-        """
-        idx_np = np.asarray(torch.as_tensor(idx).cpu(), dtype=np.int64)
-        if augment is None and self.cache_transformed:
-            return self._cached_batch(idx_np)
-        return self._batch(idx_np, augment)
-
-    def _batch(
-        self, idx_np: np.ndarray, augment: Callable[[torch.Tensor], torch.Tensor] | None
-    ) -> torch.Tensor:
-        if self.data is not None:
-            x = self.data[torch.as_tensor(idx_np, device=self.data.device)]
-        else:
-            x = self._read(idx_np)
-            if self.device.type == "cuda":
-                x = x.pin_memory().to(self.device, non_blocking=True)
-        x = x.to(self.device, dtype=torch.float32)
-        if augment is not None:
-            x = augment(x)
-        if self.transform is not None:
-            x = torch.stack([self.transform(s) for s in x])
-        return x
-
-    def _cached_batch(self, idx_np: np.ndarray) -> torch.Tensor:
-        if self._cached is None:
-            self._cached = torch.zeros(len(self), dtype=torch.bool)
-        todo = np.unique(idx_np[~self._cached[torch.from_numpy(idx_np)].numpy()])
-        if len(todo):
-            fresh = self._batch(todo, None)
-            if self._cache is None:
-                self._cache = torch.empty(
-                    (len(self), *fresh.shape[1:]), dtype=fresh.dtype, device=fresh.device
-                )
-            self._cache[torch.as_tensor(todo, device=fresh.device)] = fresh
-            self._cached[torch.from_numpy(todo)] = True
-        return self._cache[torch.as_tensor(idx_np, device=self._cache.device)]
-
-    def targets(self, idx: Sequence[int] | np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Labels of ``idx`` on ``self.device``, shape (B,)."""
-        if self.labels is None:
-            raise ConfigError("PackedDataset: no labels were given")
-        return self.labels[torch.as_tensor(idx).cpu()].to(self.device)
-
-    def __getitem__(self, i: int):
-        x = self.batch([i])[0].cpu()
-        if self.labels is None:
-            return x
-        return x, self.labels[i]

@@ -1,7 +1,8 @@
 """The training loop: epochs over the train part, model selection on the val part.
 
 :func:`fit` is given the train and validation datasets only; the test part does not
-exist while a model is being selected (see :mod:`brainlens.training.fold`).
+exist while a model is being selected (see :mod:`brainlens.training.fold` and
+:mod:`brainlens.training.restart`).
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from tqdm.auto import tqdm
 
 from brainlens.errors import ConfigError
 from brainlens.metrics import classification_metrics
-from brainlens.packing import PackedDataset
 from brainlens.training.augment import Augmenter
+from brainlens.training.dataset import PackedDataset
 
 #: Validation columns of the history that early stopping may monitor.
 MONITORS = ("val_loss", "val_accuracy", "val_balanced_accuracy", "val_roc_auc")
