@@ -29,7 +29,8 @@ include: "workflow/rules/report.smk"
 rule all:
     default_target: True
     input:
-        "results/report/index.html",
+        # the report folder (index.html + figures/), one output so --report bundles both
+        "results/report",
 
 
 # The one error handler (a later `onerror:` would replace it): each failed job's own

@@ -11,6 +11,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib import image as mpimg
 from scipy import ndimage
 
 from brainlens.grid import BBOX_MIN
@@ -92,6 +93,12 @@ def make_results(root: Path, *, folds: tuple[int, ...] = (0, 1), ground_truth: b
         qc[f"{m}_outlier"] = (qc["scan"] == f"{FLAGGED}_T1w") & (m == "tiv_ml")
     qc["any_outlier"] = qc[["tiv_ml_outlier", "corr_template_outlier"]].any(axis=1)
     kw["qc_tsv"] = _tsv(qc, root / "preprocess" / "qc.tsv")
+    kw["qc_figures"] = {}
+    for i, scan in enumerate(qc["scan"]):  # a distinct picture per scan (its own grey level)
+        path = root / "preprocess" / scan.split("_")[0] / "anat" / f"{scan}_desc-qc.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        mpimg.imsave(path, np.full((4, 6), i / len(qc)), cmap="gray", vmin=0, vmax=1)
+        kw["qc_figures"][scan] = path
 
     rows = []
     for k in folds:
@@ -637,3 +644,171 @@ def test_consensus_regions_leave_out_unfaithful_and_randomisation_failures() -> 
     checks[("m", "good")] = MethodCheck("m", "good", verdict=unfaithful)
     _, used = consensus_regions(facts, "m", "aal", ["good", "coarse", "random"], checks)
     assert used == ["good", "coarse"]
+
+
+# --- QC pictures of flagged scans --------------------------------------------------------
+
+
+def test_flagged_scans_qc_pictures_copied_into_the_report(with_gt):
+    kw, out, text = with_gt
+    dataset = text.split('id="dataset"')[1].split('id="folds"')[0]
+    parser = _Links()
+    parser.feed(dataset)
+    flagged = f"{FLAGGED}_T1w"
+    assert parser.srcs == [f"figures/qc_{flagged}.png"]  # the flagged scan's picture only
+    copied = out.parent / parser.srcs[0]
+    assert copied.read_bytes() == kw["qc_figures"][flagged].read_bytes()
+    others = [p for p in (out.parent / "figures").glob("qc_*.png") if p != copied]
+    assert not others, others
+
+
+def test_no_flagged_scan_says_so_and_a_missing_picture_is_named(tmp_path):
+    kw = make_results(tmp_path / "results", ground_truth=False)
+    qc = pd.read_csv(kw["qc_tsv"], sep="\t")
+    clean = tmp_path / "qc_clean.tsv"
+    flags = [c for c in qc.columns if c.endswith("_outlier")]
+    qc.assign(**{c: False for c in flags}).to_csv(clean, sep="\t", index=False)
+    for key in ("attribution_tables", "region_tables", "region_fold_tables"):
+        kw[key] = {}
+    common = {k: v for k, v in kw.items() if k not in ("qc_tsv", "qc_figures")}
+    out = build_report(
+        out_html=tmp_path / "a" / "index.html",
+        figures_dir=tmp_path / "a" / "figures",
+        qc_tsv=clean,
+        qc_figures=kw["qc_figures"],
+        **common,
+    )
+    dataset = out.read_text().split('id="dataset"')[1].split('id="folds"')[0]
+    assert "No scan was flagged" in dataset and "<img" not in dataset
+    assert not list((tmp_path / "a" / "figures").glob("qc_*"))
+    # the flagged scan's picture is not there: the page names the scan instead
+    pictures = {s: p for s, p in kw["qc_figures"].items() if not s.startswith(FLAGGED)}
+    out = build_report(
+        out_html=tmp_path / "b" / "index.html",
+        figures_dir=tmp_path / "b" / "figures",
+        qc_tsv=kw["qc_tsv"],
+        qc_figures=pictures,
+        **common,
+    )
+    dataset = out.read_text().split('id="dataset"')[1].split('id="folds"')[0]
+    assert f"No QC picture found for {FLAGGED}_T1w" in dataset and "<img" not in dataset
+
+
+# --- the manifest: the report's inputs by name, not by position ----------------------------
+
+
+def _records(kw: dict) -> list[dict]:
+    """Manifest records of build_report's file arguments (the inverse of read_manifest)."""
+    from brainlens.report.io import MANIFEST_KINDS
+
+    records = []
+    for kind, (arg, names) in MANIFEST_KINDS.items():
+        value = kw.get(arg)
+        if value is None:
+            continue
+        if not names:
+            records.append({"kind": kind, "path": str(value)})
+            continue
+        for key, path in value.items():
+            keys = dict(zip(names, key if isinstance(key, tuple) else (key,), strict=True))
+            records.append({"kind": kind, **keys, "path": str(path)})
+    return records
+
+
+def test_manifest_names_each_file_by_its_keys(tmp_path):
+    from brainlens.report.io import read_manifest, write_manifest
+
+    records = [
+        {"kind": "history", "model": "m", "fold": 1, "path": "results/train/m/fold-1/h.tsv"},
+        {"kind": "qc", "path": "results/preprocess/qc.tsv"},
+        {"kind": "history", "model": "m", "fold": 0, "path": "results/train/m/fold-0/h.tsv"},
+        {"kind": "regions", "model": "m", "method": "ig", "atlas": "aal", "path": "r.tsv"},
+        {"kind": "qc_figure", "scan": "sub-01_ses-1", "path": "/abs/q.png"},
+    ]
+    path = write_manifest(records, tmp_path / "results" / "report_manifest.json")
+    args = read_manifest(path, root=tmp_path)
+    assert args["histories"] == {
+        ("m", 1): tmp_path / "results/train/m/fold-1/h.tsv",
+        ("m", 0): tmp_path / "results/train/m/fold-0/h.tsv",
+    }
+    assert args["region_tables"] == {("m", "ig", "aal"): tmp_path / "r.tsv"}
+    assert args["qc_figures"] == {"sub-01_ses-1": Path("/abs/q.png")}  # absolute stays
+    assert args["qc_tsv"] == tmp_path / "results/preprocess/qc.tsv"
+    assert args["ground_truth"] is None and args["summaries"] == {}  # absent kinds
+    assert read_manifest(path)["qc_tsv"] == Path("results/preprocess/qc.tsv")  # no root
+
+
+@pytest.mark.parametrize(
+    "record, message",
+    [
+        ({"kind": "metric", "model": "m", "fold": 0, "path": "x"}, "unknown kind 'metric'"),
+        ({"kind": "metrics", "model": "m", "path": "x"}, "'metrics' record has the fields"),
+        ({"kind": "qc", "model": "m", "path": "x"}, "'qc' record has the fields"),
+        ({"kind": "summary", "model": "m", "path": ""}, "'path' must be a non-empty string"),
+        ({"kind": "metrics", "model": "m", "fold": None, "path": "x"}, "'fold' must be"),
+        ({"kind": "summary", "model": "a", "path": "other"}, "a second 'summary' file"),
+    ],
+)
+def test_malformed_manifest_record_is_named(tmp_path, record, message):
+    from brainlens.errors import InputFileError
+    from brainlens.report.io import write_manifest
+
+    good = {"kind": "summary", "model": "a", "path": "results/train/a/metrics_summary.tsv"}
+    target = tmp_path / "report_manifest.json"
+    with pytest.raises(InputFileError, match=re.escape(message)) as err:
+        write_manifest([good, record], target)
+    assert "files[1]" in str(err.value) and "Fix:" in str(err.value)
+    assert not target.exists()
+
+
+def test_manifest_of_another_version_or_missing_is_refused(tmp_path):
+    from brainlens.errors import InputFileError
+    from brainlens.report.io import read_manifest
+
+    with pytest.raises(InputFileError, match="does not exist"):
+        read_manifest(tmp_path / "nothing.json")
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"version": 0, "files": []}))
+    with pytest.raises(InputFileError, match="manifest version 0, expected 1"):
+        read_manifest(old)
+
+
+def _without_timestamps(text: str) -> str:
+    return re.sub(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}", "<time>", text)
+
+
+def test_report_from_manifest_is_the_same_page_in_one_folder(without_gt, tmp_path):
+    """The rule's path (manifest -> folder) gives the page build_report gives."""
+    from brainlens.report.build import build_report_from_manifest
+    from brainlens.report.io import write_manifest
+
+    kw, out, text = without_gt
+    files = {k: v for k, v in kw.items() if k not in ("config", "title")}
+    files["attribution_tables"] = {}  # as in the fixture (no brain figures)
+    manifest = write_manifest(_records(files), tmp_path / "report_manifest.json")
+    folder = tmp_path / "results" / "report"
+    page = build_report_from_manifest(
+        manifest=manifest, out_dir=folder, title=kw["title"], config=kw["config"]
+    )
+    assert page == folder / "index.html"
+    assert _without_timestamps(page.read_text()) == _without_timestamps(text)
+    assert sorted(p.name for p in (folder / "figures").iterdir()) == sorted(
+        p.name for p in (out.parent / "figures").iterdir()
+    )
+    parser = _Links()
+    parser.feed(page.read_text())
+    assert parser.srcs and all((folder / s).resolve().is_relative_to(folder) for s in parser.srcs)
+
+
+def test_own_report_modules_have_no_function_over_100_lines():
+    import ast
+
+    import brainlens.report as pkg
+
+    root = Path(pkg.__file__).parent
+    long = []
+    for name in ("build.py", "header.py", "dataset.py", "io.py", "html.py"):
+        for node in ast.walk(ast.parse((root / name).read_text())):
+            if isinstance(node, ast.FunctionDef) and node.end_lineno - node.lineno >= 100:
+                long.append(f"{name}:{node.name}")
+    assert not long, long

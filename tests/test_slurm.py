@@ -341,6 +341,7 @@ SITE_ENV = {
 GPU_RULES = {"train_model", "attribute", "sanity_checks"}
 #: Rules that run in the Snakemake process, not as SLURM jobs.
 TINY_RULES = {
+    "report_manifest",
     "demo_metadata",
     "templates",
     "atlas",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,8 +12,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from brainlens.report.html import Section, esc, kpis, note, table
+from brainlens.report.html import Section, esc, figure, kpis, note, relpath, table
 from brainlens.report.io import as_flag, fmt, read_tsv
+from brainlens.report.plots import FigureWriter
 
 #: Plain-language names of the QC metrics of ``qc.tsv``.
 QC_DESCRIPTIONS = {
@@ -42,10 +44,32 @@ class DataFacts:
     random_labels: bool = False
 
 
-def dataset_section(inputs_tsv: Path | None, qc_tsv: Path | None, facts: DataFacts) -> Section:
-    """Section "Dataset & QC": counts, excluded scans, QC summary and flagged scans."""
+def dataset_section(
+    inputs_tsv: Path | None,
+    qc_tsv: Path | None,
+    facts: DataFacts,
+    qc_figures: Mapping[str, Path] | None = None,
+    writer: FigureWriter | None = None,
+) -> Section:
+    """Section "Dataset & QC": counts, excluded scans, QC summary and flagged scans.
+
+    Parameters
+    ----------
+    inputs_tsv, qc_tsv : Path or None
+        ``inputs.tsv`` and ``qc.tsv`` of the preprocessing stage.
+    facts : DataFacts
+        Filled in with the counts the page header quotes.
+    qc_figures : dict scan -> Path, optional
+        Per-scan QC pictures; those of flagged scans are copied into the report's figure
+        folder (``writer``) and shown under the flagged-scans table.
+    writer : FigureWriter, optional
+        The report's figure folder; needed to show QC pictures.
+    """
     sec = Section("dataset", "Dataset & quality control")
-    sec.children = [_inputs_part(inputs_tsv, facts), _qc_part(qc_tsv, facts)]
+    sec.children = [
+        _inputs_part(inputs_tsv, facts),
+        _qc_part(qc_tsv, facts, qc_figures, writer),
+    ]
     return sec
 
 
@@ -111,7 +135,12 @@ def _inputs_part(inputs_tsv: Path | None, facts: DataFacts) -> Section:
     return sub
 
 
-def _qc_part(qc_tsv: Path | None, facts: DataFacts) -> Section:
+def _qc_part(
+    qc_tsv: Path | None,
+    facts: DataFacts,
+    qc_figures: Mapping[str, Path] | None,
+    writer: FigureWriter | None,
+) -> Section:
     sub = Section("dataset-qc", "Preprocessing quality control", level=3)
     df = read_tsv(qc_tsv)
     if df is None:
@@ -127,6 +156,30 @@ def _qc_part(qc_tsv: Path | None, facts: DataFacts) -> Section:
         else pd.Series(False, index=df.index)
     )
     facts.n_flagged = int(any_flag.sum())
+    body = [
+        f"<p>{len(df)} preprocessed scans. A value is flagged when its robust z-score "
+        "(distance to the median in units of 1.4826 × MAD) exceeds 3.5.</p>",
+        _qc_metrics_table(df, metrics, flags),
+    ]
+    if facts.n_flagged:
+        flagged = np.flatnonzero(any_flag.to_numpy())
+        body.append(f"<h4>Flagged scans ({facts.n_flagged})</h4>")
+        body.append(_flagged_table(df, metrics, flags, flagged))
+        body.append(_qc_pictures([_scan_of(df, i) for i in flagged], qc_figures, writer))
+    else:
+        body.append(note("No scan was flagged as a QC outlier, so no QC pictures are shown.", "ok"))
+    sub.body = "\n".join(b for b in body if b)
+    return sub
+
+
+def _scan_of(df: pd.DataFrame, i: int) -> str:
+    """The scan id of row ``i`` of the QC table (its ``scan`` or ``scan_id`` column)."""
+    col = next((c for c in ("scan", "scan_id") if c in df.columns), None)
+    return str(df.iloc[i][col]) if col else str(i)
+
+
+def _qc_metrics_table(df: pd.DataFrame, metrics: list[str], flags: Mapping[str, pd.Series]) -> str:
+    """Median, range and number of flagged scans of each QC metric ("" without metrics)."""
     rows = []
     for m in metrics:
         v = pd.to_numeric(df[m], errors="coerce")
@@ -140,49 +193,74 @@ def _qc_part(qc_tsv: Path | None, facts: DataFacts) -> Section:
                 "flagged scans": int(flags[m].sum()),
             }
         )
-    body = [
-        f"<p>{len(df)} preprocessed scans. A value is flagged when its robust z-score "
-        "(distance to the median in units of 1.4826 × MAD) exceeds 3.5.</p>"
-    ]
-    if rows:
-        body.append(
-            table(
-                pd.DataFrame(rows),
-                text_columns=["metric", "meaning"],
-                caption_html="Distribution of each QC metric over all scans and the number of "
-                "scans flagged as outliers on it.",
+    if not rows:
+        return ""
+    return table(
+        pd.DataFrame(rows),
+        text_columns=["metric", "meaning"],
+        caption_html="Distribution of each QC metric over all scans and the number of "
+        "scans flagged as outliers on it.",
+    )
+
+
+def _flagged_table(
+    df: pd.DataFrame, metrics: list[str], flags: Mapping[str, pd.Series], flagged: np.ndarray
+) -> str:
+    """One row per flagged scan: the metrics it is flagged on, its values and the medians."""
+    recs = []
+    for i in flagged:
+        row = df.iloc[i]
+        which = [m for m in metrics if flags[m].iloc[i]]
+        recs.append(
+            {
+                "scan": _scan_of(df, i),
+                "flagged on": ", ".join(which),
+                "values (median of all scans)": "; ".join(
+                    f"{m} = {fmt(row[m])} ({fmt(pd.to_numeric(df[m], errors='coerce').median())})"
+                    for m in which
+                ),
+            }
+        )
+    return table(
+        pd.DataFrame(recs),
+        text_columns=["scan", "flagged on", "values (median of all scans)"],
+        row_class=["flag"] * len(recs),
+        caption_html="Scans with at least one outlying QC value. They were <b>not</b> "
+        "removed; look at their QC pictures below and exclude them "
+        "(<code>exclude_scans</code>) if the preprocessing failed.",
+    )
+
+
+def _qc_pictures(
+    scans: list[str], qc_figures: Mapping[str, Path] | None, writer: FigureWriter | None
+) -> str:
+    """The flagged scans' QC pictures, copied into the report's figure folder."""
+    if qc_figures is None or writer is None:
+        return note(
+            "The per-scan QC pictures were not given to the report; they are the "
+            "<code>…_desc-qc.png</code> files of <code>results/preprocess/</code>.",
+            "warn",
+        )
+    shown, missing = [], []
+    for scan in scans:
+        src = qc_figures.get(scan)
+        if src is None or not Path(src).is_file():
+            missing.append(f"{esc(scan)} (<code>{esc(src or 'not listed')}</code>)")
+            continue
+        out = writer.path(f"qc_{scan}.png")
+        shutil.copyfile(src, out)
+        writer.written.append(out)
+        shown.append(
+            figure(
+                relpath(out, writer.html_dir),
+                f"<b>{esc(scan)}</b>: its preprocessing QC picture (the T1w in template "
+                "space with the grey- and white-matter outlines and the template mask).",
+                f"QC picture of {scan}",
             )
         )
-    if facts.n_flagged:
-        body.append(f"<h4>Flagged scans ({facts.n_flagged})</h4>")
-        recs = []
-        for i in np.flatnonzero(any_flag.to_numpy()):
-            row = df.iloc[i]
-            which = [m for m in metrics if flags[m].iloc[i]]
-            recs.append(
-                {
-                    "scan": str(row.get("scan", i)),
-                    "flagged on": ", ".join(which),
-                    "values (median of all scans)": "; ".join(
-                        f"{m} = {fmt(row[m])} ({fmt(pd.to_numeric(df[m], errors='coerce').median())})"
-                        for m in which
-                    ),
-                }
-            )
-        body.append(
-            table(
-                pd.DataFrame(recs),
-                text_columns=["scan", "flagged on", "values (median of all scans)"],
-                row_class=["flag"] * len(recs),
-                caption_html="Scans with at least one outlying QC value. They were <b>not</b> "
-                "removed; look at their QC figures (<code>results/preprocess/…_desc-qc.png</code>) "
-                "and exclude them in the BIDS input if the preprocessing failed.",
-            )
-        )
-    else:
-        body.append(note("No scan was flagged as a QC outlier.", "ok"))
-    sub.body = "\n".join(body)
-    return sub
+    if missing:
+        shown.append(note("No QC picture found for " + ", ".join(missing) + ".", "warn"))
+    return "\n".join(shown)
 
 
 def folds_section(folds_tsv: Path | None, config: Mapping[str, Any], facts: DataFacts) -> Section:

@@ -3,6 +3,10 @@
 Every reader returns ``None`` (never raises) when an optional file is absent, so a
 report of a partial run still renders, with a note where the data would be.
 Malformed files raise :class:`brainlens.errors.InputFileError` naming the file.
+
+The report manifest (:func:`write_manifest`, :func:`read_manifest`) names every input
+of the ``report`` rule by kind and keys (:data:`MANIFEST_KINDS`); it is required, so a
+missing manifest raises.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from brainlens._io import write_text_atomic
 from brainlens.errors import InputFileError
 
 #: Strings that mean "missing" in brainlens tables.
@@ -159,3 +164,182 @@ def sorted_keys(d: Mapping) -> list:
         return tuple((0, int(p), "") if str(p).isdigit() else (1, 0, str(p)) for p in parts)
 
     return sorted(d, key=key)
+
+
+#: Format version of the report manifest (``results/report_manifest.json``).
+MANIFEST_VERSION = 1
+
+#: The report manifest's file kinds: kind -> (:func:`~brainlens.report.build_report`
+#: argument, the keys that name one file of that kind). Kinds without keys are single
+#: files (left out or ``None`` when the run has none); the others become dicts keyed by
+#: the tuple of their keys' values (a single key: the value itself).
+MANIFEST_KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "inputs": ("inputs_tsv", ()),
+    "qc": ("qc_tsv", ()),
+    "folds": ("folds_tsv", ()),
+    "ground_truth": ("ground_truth", ()),
+    "template": ("template_t1w", ()),
+    "qc_figure": ("qc_figures", ("scan",)),
+    "summary": ("summaries", ("model",)),
+    "metrics": ("fold_metrics", ("model", "fold")),
+    "predictions": ("predictions", ("model", "fold")),
+    "history": ("histories", ("model", "fold")),
+    "attribution": ("attribution_tables", ("model", "method", "fold")),
+    "regions": ("region_tables", ("model", "method", "atlas")),
+    "region_folds": ("region_fold_tables", ("model", "method", "atlas")),
+    "agreement": ("agreement_tables", ("model", "atlas")),
+    "sanity": ("sanity_tables", ("model", "method")),
+    "deletion": ("deletion_tables", ("model", "method")),
+    "sanity_summary": ("sanity_summary_tables", ("model", "method")),
+    "sanity_cascade": ("sanity_cascade_tables", ("model", "method")),
+}
+
+
+class _BadRecord(Exception):
+    """A malformed manifest record (turned into InputFileError by the callers)."""
+
+
+def _manifest_key(record: Any, where: str) -> tuple[str, tuple]:
+    """The kind and key tuple of one manifest record; raises naming what is wrong."""
+    if not isinstance(record, Mapping):
+        raise _BadRecord(f"{where}: expected an object with kind, path and keys, got {record!r}")
+    kind = record.get("kind")
+    if kind not in MANIFEST_KINDS:
+        raise _BadRecord(f"{where}: unknown kind {kind!r}; known kinds: {sorted(MANIFEST_KINDS)}")
+    names = MANIFEST_KINDS[kind][1]
+    expected = {"kind", "path", *names}
+    if set(record) != expected:
+        raise _BadRecord(
+            f"{where}: a {kind!r} record has the fields {sorted(expected)}, got {sorted(record)}"
+        )
+    if not isinstance(record["path"], str) or not record["path"]:
+        raise _BadRecord(f"{where}: 'path' must be a non-empty string, got {record['path']!r}")
+    for name in names:
+        value = record[name]
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise _BadRecord(f"{where}: {name!r} must be a string or integer, got {value!r}")
+    return kind, tuple(record[n] for n in names)
+
+
+def manifest_arguments(
+    records: list[Mapping[str, Any]],
+    *,
+    root: str | Path | None = None,
+    source: str = "manifest",
+    fix: str = "re-run the report_manifest rule (delete the manifest and run snakemake again)",
+) -> dict[str, Any]:
+    """The :func:`~brainlens.report.build_report` file arguments a manifest names.
+
+    Parameters
+    ----------
+    records : list of dict
+        One per file: ``kind`` (a key of :data:`MANIFEST_KINDS`), ``path`` and that kind's
+        keys (``model``, ``method``, ``fold``, ``atlas``, ``scan``).
+    root : path, optional
+        Folder that relative paths are relative to (the workflow's working directory);
+        default: kept relative (to the current directory).
+    source : str
+        Name of the manifest in error messages.
+    fix : str
+        What to do about a malformed record, for the error message.
+
+    Returns
+    -------
+    dict
+        Every argument of :data:`MANIFEST_KINDS`: a Path or ``None`` for single files, a
+        dict (key tuple, or the single key's value) -> Path for the others.
+
+    Raises
+    ------
+    InputFileError
+        A record has an unknown kind, missing or extra fields, or repeats another's keys.
+    """
+    try:
+        return _arguments(records, root, source)
+    except _BadRecord as err:
+        raise InputFileError(source, str(err), fix) from None
+
+
+def _arguments(records: Any, root: str | Path | None, source: str) -> dict[str, Any]:
+    if not isinstance(records, list):
+        raise _BadRecord(f"'files' must be a list of records, got {records!r}")
+    out: dict[str, Any] = {arg: ({} if names else None) for arg, names in MANIFEST_KINDS.values()}
+    seen: set[tuple[str, tuple]] = set()
+    for i, record in enumerate(records):
+        kind, key = _manifest_key(record, f"files[{i}]")
+        if (kind, key) in seen:
+            raise _BadRecord(
+                f"files[{i}]: a second {kind!r} file for {key or 'the run'} "
+                f"({record['path']}); each kind and key must be listed once"
+            )
+        seen.add((kind, key))
+        path = Path(record["path"])
+        path = Path(root) / path if root is not None and not path.is_absolute() else path
+        arg = MANIFEST_KINDS[kind][0]
+        if not key:
+            out[arg] = path
+        else:
+            out[arg][key[0] if len(key) == 1 else key] = path
+    return out
+
+
+def write_manifest(records: list[Mapping[str, Any]], path: str | Path) -> Path:
+    """Write the report manifest (JSON) after checking its records.
+
+    Parameters
+    ----------
+    records : list of dict
+        See :func:`manifest_arguments`; written in the given order.
+    path : str or Path
+        The manifest (``results/report_manifest.json``), written atomically.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    InputFileError
+        A record is malformed (see :func:`manifest_arguments`).
+    """
+    records = [dict(r) for r in records]
+    manifest_arguments(
+        records,
+        source=str(path),
+        fix="the records come from workflow/rules/report.smk (report_records): correct them",
+    )
+    text = json.dumps({"version": MANIFEST_VERSION, "files": records}, indent=1)
+    return write_text_atomic(path, text + "\n")
+
+
+def read_manifest(path: str | Path, *, root: str | Path | None = None) -> dict[str, Any]:
+    """Read a report manifest into :func:`~brainlens.report.build_report` arguments.
+
+    Parameters
+    ----------
+    path : str or Path
+        The manifest written by :func:`write_manifest`.
+    root : path, optional
+        Folder its relative paths are relative to (see :func:`manifest_arguments`).
+
+    Returns
+    -------
+    dict
+        See :func:`manifest_arguments`.
+
+    Raises
+    ------
+    InputFileError
+        The manifest is missing, not JSON, of another version, or has a malformed record.
+    """
+    p = Path(path)
+    fix = "re-run the report_manifest rule (delete the file and run snakemake again)"
+    if not p.is_file():
+        raise InputFileError(p, "the report manifest does not exist", fix)
+    data = read_json(p)
+    if data.get("version") != MANIFEST_VERSION:
+        raise InputFileError(
+            p, f"manifest version {data.get('version')!r}, expected {MANIFEST_VERSION}", fix
+        )
+    return manifest_arguments(data.get("files"), root=root, source=str(p), fix=fix)
