@@ -1,14 +1,13 @@
-"""Conda env files provide what each rule's script imports (brainlens.devtools.envcheck)."""
+"""Conda env files provide what each rule's script imports (the tests/envcheck helper)."""
 
 from __future__ import annotations
 
 import textwrap
 from pathlib import Path
 
+import envcheck
 import pytest
 import yaml
-
-from brainlens.devtools import envcheck
 
 REPO = Path(__file__).resolve().parents[1]
 RULES_DIR = REPO / "workflow" / "rules"

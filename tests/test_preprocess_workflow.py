@@ -18,6 +18,22 @@ from brainlens.templates import build_templates
 SPACE = "MNI152NLin2009cSym"
 
 
+def _real_sources(wf, node_name: str) -> set[tuple[str, str]]:
+    """(source node, input field) of every connection into ``node_name`` once nipype has
+    flattened the sub-workflows and dropped their identity nodes (what really runs)."""
+    from copy import deepcopy
+
+    from nipype.pipeline.engine.utils import generate_expanded_graph
+
+    graph = generate_expanded_graph(deepcopy(wf._create_flat_graph()))
+    (node,) = [n for n in graph.nodes() if n.name == node_name]
+    return {
+        (src.name, field)
+        for src, _, data in graph.in_edges(node, data=True)
+        for _, field in data["connect"]
+    }
+
+
 @pytest.fixture(scope="module")
 def tpl_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("templates")
@@ -51,30 +67,37 @@ def test_workflow_builds_with_expected_nodes(tpl_dir, method, seg):
         seed=3, omp_nthreads=1, segmentation_grid=seg,
     )  # fmt: skip
     names = set(wf.list_node_names())
-    assert {"reorient", "n4", "t1w2std", "atropos", "jacobian", "modulate"} <= names
+    assert {
+        "reorient", "n4", "apply_mask", "registration_wf.t1w2std", "segmentation_wf.atropos",
+        "modulation_wf.jacobian", "modulation_wf.modulate",
+    } <= names  # fmt: skip
     assert ("skullstrip_wf.deepbet" in names) == (method == "deepbet")
     assert ("skullstrip_wf.head_reg" in names) == (method == "ants_template")
-    assert wf.get_node("t1w2std").inputs.random_seed == 3
-    sources = {
-        (edge[0].name, field)
-        for edge in wf._graph.in_edges(wf.get_node("atropos"), data=True)
-        for _, field in edge[2]["connect"]
-    }
+    assert wf.get_node("registration_wf.t1w2std").inputs.random_seed == 3
+    sources = _real_sources(wf, "atropos")
+    mask = "deepbet" if method == "deepbet" else "threshold_mask"
     if seg == "analysis":
         # Atropos segments on a native grid no finer than the 2 mm maps' grid
-        assert wf.get_node("seg_grid").inputs.min_voxel_mm == 2.0
+        assert wf.get_node("segmentation_wf.seg_grid").inputs.min_voxel_mm == 2.0
         assert sources == {
             ("make_priors", "prior_image"),
             ("seg_grid", "intensity_images"),
             ("seg_grid", "mask_image"),
         }
+        assert _real_sources(wf, "seg_grid") == {("n4", "in_file"), (mask, "in_mask")}
     else:
-        assert "seg_grid" not in names
+        assert "segmentation_wf.seg_grid" not in names
         assert sources == {
             ("make_priors", "prior_image"),
             ("n4", "intensity_images"),
-            ("skullstrip_wf", "mask_image"),  # the sub-workflow's outputnode
+            (mask, "mask_image"),  # through the skull-strip and segmentation contracts
         }
+    # the registration moves the skull-stripped brain; modulation uses its transform
+    assert _real_sources(wf, "t1w2std") == {("apply_mask", "moving_image")}
+    assert _real_sources(wf, "modulate") == {
+        ("tissue_to_std", "in_files"),
+        ("jacobian", "jacobian"),
+    }
 
 
 def test_unknown_segmentation_grid_is_refused(tpl_dir):
@@ -193,19 +216,27 @@ def test_coarse_grid_workflow_registers_on_the_registration_grid(tmp_path, tpl_d
         reg_templates=template_paths(tpl_dir, 2.0), segmentation_grid="analysis",
     )  # fmt: skip
     names = set(wf.list_node_names())
-    assert {"t1w_to_grid", "probseg_to_grid", "modulated_to_grid"} <= names
+    assert {
+        "registration_wf.t1w_to_grid", "modulation_wf.probseg_to_grid",
+        "modulation_wf.modulated_to_grid",
+    } <= names  # fmt: skip
     # registration, priors and the head template are the 2 mm ones
-    assert all("res-2_" in f for f in wf.get_node("t1w2std").inputs.fixed_image)
-    assert all("res-2_" in f for f in wf.get_node("priors_to_t1w").inputs.input_image)
+    reg = wf.get_node("registration_wf.t1w2std")
+    assert all("res-2_" in f for f in reg.inputs.fixed_image)
+    priors = wf.get_node("segmentation_wf.priors_to_t1w")
+    assert all("res-2_" in f for f in priors.inputs.input_image)
     assert all("res-2_" in f for f in wf.get_node("skullstrip_wf.head_reg").inputs.moving_image)
-    assert wf.get_node("modulated_to_grid").inputs.resolution == 4.0
-    assert wf.get_node("seg_grid").inputs.min_voxel_mm == 2.0  # the registration grid
+    assert wf.get_node("modulation_wf.modulated_to_grid").inputs.resolution == 4.0
+    assert wf.get_node("registration_wf.t1w_to_grid").inputs.resolution == 4.0
+    # the registration grid
+    assert wf.get_node("segmentation_wf.seg_grid").inputs.min_voxel_mm == 2.0
     # a 2 mm analysis grid has no resampling step
     wf2 = init_t1w_preproc_wf(
         templates=template_paths(tpl_dir, 2.0), resolution=2.0, skullstrip="deepbet",
         seed=3, omp_nthreads=1,
     )  # fmt: skip
-    assert "modulated_to_grid" not in set(wf2.list_node_names())
+    assert "modulation_wf.modulated_to_grid" not in set(wf2.list_node_names())
+    assert "registration_wf.t1w_to_grid" not in set(wf2.list_node_names())
 
 
 @pytest.mark.slow

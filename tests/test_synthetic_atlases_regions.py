@@ -220,7 +220,8 @@ def test_the_shipped_demo_config_generates_every_subject_without_folding() -> No
     from brainlens.seeding import derive_seed
     from brainlens.synthetic import DemoSpec, plan_dataset
 
-    cfg = yaml.safe_load((Path(__file__).parents[1] / "config" / "config.yaml").read_text())
+    # the demo's settings live in config/demo.yaml (read when no bids_dir is given)
+    cfg = yaml.safe_load((Path(__file__).parents[1] / "config" / "demo.yaml").read_text())
     spec = DemoSpec(**cfg["demo"])
     seed = derive_seed(cfg["seed"], "demo")  # as workflow/rules/common.smk
     plan = plan_dataset(spec, seed=seed).drop_duplicates("participant_id")

@@ -27,6 +27,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from brainlens._io import atomic_output, nifti_image, save_nifti
 from brainlens.errors import ConfigError, InputFileError
 from brainlens.grid import mni_grid
 
@@ -165,10 +166,7 @@ def load_atlas(name: str, *, prob_threshold: float = 25.0) -> tuple[nib.Nifti1Im
         labels = np.where(peak >= prob_threshold, best + 1, 0).astype(np.int32)
     else:
         labels = np.squeeze(data).astype(np.int32)
-    out = nib.Nifti1Image(labels, img.affine)
-    out.set_qform(img.affine, code=4)
-    out.set_sform(img.affine, code=4)
-    return out, _read_label_table(src)
+    return nifti_image(labels, img.affine, code="mni", dtype=np.int32), _read_label_table(src)
 
 
 def resample_labels(img: nib.Nifti1Image, resolution: float) -> np.ndarray:
@@ -234,10 +232,6 @@ def write_atlas(name: str, *, resolution: float, out_nii: Path, out_tsv: Path) -
     """
     labels, table = atlas_on_grid(name, resolution)
     _, affine = mni_grid(resolution)
-    img = nib.Nifti1Image(labels.astype(np.int16), affine)
-    img.set_qform(affine, code=4)
-    img.set_sform(affine, code=4)
-    out_nii = Path(out_nii)
-    out_nii.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(img, str(out_nii))
-    table.to_csv(out_tsv, sep="\t", index=False)
+    save_nifti(labels, affine, out_nii, code="mni", dtype=np.int16)
+    with atomic_output(out_tsv) as tmp:
+        table.to_csv(tmp, sep="\t", index=False)

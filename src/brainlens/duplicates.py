@@ -34,13 +34,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from brainlens._io import atomic_output, write_text_atomic
 from brainlens.errors import ConfigError, InputFileError, LeakageError
 from brainlens.volumes import fwhm_to_sigma_voxels, load_volume, smooth_volume
 
@@ -363,13 +363,9 @@ def write_near_duplicates(
     out = Path(out_tsv)
     out.parent.mkdir(parents=True, exist_ok=True)
     summary = out.with_suffix(".json")
-    for target, write in (
-        (summary, lambda t: t.write_text(json.dumps(table.attrs, indent=2) + "\n")),
-        (out, lambda t: table.to_csv(t, sep="\t", index=False, float_format="%.6f")),
-    ):
-        tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-        write(tmp)
-        tmp.replace(target)
+    write_text_atomic(summary, json.dumps(table.attrs, indent=2) + "\n")
+    with atomic_output(out) as tmp:
+        table.to_csv(tmp, sep="\t", index=False, float_format="%.6f")
     best = table.attrs["max_other"]
     log.info(
         "near duplicates: %d scans, %d mask voxels, %d pair(s) above %.4g; highest between "

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from brainlens._io import atomic_output
 from brainlens.bids import scan_key
 from brainlens.errors import ConfigError, DatasetError, InputFileError, LeakageError
 from brainlens.feasibility import check_feasible
@@ -494,7 +495,6 @@ def write_folds(
     audit_folds(folds, scans=table)
     out = Path(out_tsv)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    folds.to_csv(tmp, sep="\t", index=False)
-    tmp.replace(out)
+    with atomic_output(out) as tmp:
+        folds.to_csv(tmp, sep="\t", index=False)
     return folds

@@ -12,12 +12,12 @@ out of everything downstream, and listed in the report.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
 
+from brainlens._io import atomic_output
 from brainlens.bids import is_missing, read_participants
 from brainlens.errors import DatasetError, InputFileError
 
@@ -142,7 +142,6 @@ def check_dataset(
         raise DatasetError("no scan passed the input checks; see the problems above")
     out_tsv = Path(out_tsv)
     out_tsv.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_tsv.with_suffix(".tmp")
-    table.to_csv(tmp, sep="\t", index=False)
-    os.replace(tmp, out_tsv)
+    with atomic_output(out_tsv) as tmp:
+        table.to_csv(tmp, sep="\t", index=False)
     return table

@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from brainlens._io import atomic_output
 from brainlens.errors import ConfigError, InputFileError
 from brainlens.folds import read_folds
 from brainlens.metrics import (
@@ -306,7 +307,6 @@ def write_metrics_summary(
     table = model_summary(per_fold, preds, read_folds(folds_tsv), positive_class)
     out = Path(out_tsv)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    table.to_csv(tmp, sep="\t", float_format="%.6g")
-    tmp.replace(out)
+    with atomic_output(out) as tmp:
+        table.to_csv(tmp, sep="\t", float_format="%.6g")
     return table

@@ -32,6 +32,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage as ndi
 
+from brainlens._io import save_nifti, write_text_atomic
 from brainlens.errors import InputFileError
 from brainlens.grid import (  # noqa: F401 (template_paths, TEMPLATE_KEYS re-exported)
     HEAD_SPACE,
@@ -117,13 +118,7 @@ def _sha256(path: Path) -> str:
 
 
 def _save(arr: np.ndarray, affine: np.ndarray, path: Path, dtype: type = np.float32) -> None:
-    img = nib.Nifti1Image(arr.astype(dtype), affine)
-    img.header.set_xyzt_units("mm")
-    img.set_qform(affine, code=4)
-    img.set_sform(affine, code=4)
-    tmp = path.with_name(path.name + ".tmp.nii.gz")
-    nib.save(img, tmp)
-    tmp.replace(path)
+    save_nifti(arr, affine, path, code="mni", dtype=dtype)
 
 
 def build_templates(out_dir: Path, *, resolution: float) -> dict[str, Path]:
@@ -229,5 +224,5 @@ def build_templates(out_dir: Path, *, resolution: float) -> dict[str, Path]:
             "derivation": derivation[k],
             "sha256": _sha256(paths[k]),
         }
-    paths["provenance"].write_text(json.dumps(prov, indent=2) + "\n")
+    write_text_atomic(paths["provenance"], json.dumps(prov, indent=2) + "\n")
     return paths

@@ -2,8 +2,11 @@
 
 Layers (nipreps style): :mod:`~brainlens.preprocess.core` (in-memory),
 :mod:`~brainlens.preprocess.fileops` (file level), :mod:`~brainlens.preprocess.interfaces`
-and :mod:`~brainlens.preprocess.workflow` (nipype), :mod:`~brainlens.preprocess.run`
-(the entry point of the Snakemake rule).
+(nipype interfaces), the sub-workflows :mod:`~brainlens.preprocess.skullstrip`,
+:mod:`~brainlens.preprocess.registration`, :mod:`~brainlens.preprocess.segmentation` and
+:mod:`~brainlens.preprocess.modulation` composed by :mod:`~brainlens.preprocess.workflow`,
+:mod:`~brainlens.preprocess.run` (the entry point of the Snakemake rule) and
+:mod:`~brainlens.preprocess.outputs` (file names, staging, sidecars, publishing).
 
 Public names are imported lazily so that the ANTs console scripts
 (:mod:`~brainlens.preprocess.ants_cli`) start without importing nipype. Importing this
@@ -24,7 +27,7 @@ _LAZY = {
     "check_t1w": "brainlens.preprocess.checks",
     "qc_table": "brainlens.preprocess.qc",
     "write_dataset_description": "brainlens.preprocess.qc",
-    "output_names": "brainlens.preprocess.run",
+    "output_names": "brainlens.preprocess.outputs",
     "run_t1w_preproc": "brainlens.preprocess.run",
     "init_t1w_preproc_wf": "brainlens.preprocess.workflow",
     "write_failure_summary": "brainlens.preprocess.failures",

@@ -11,6 +11,8 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage as ndi
 
+from brainlens._io import nifti_image
+
 
 def reorient_ras(img: nib.Nifti1Image) -> nib.Nifti1Image:
     """Reorder voxel axes to RAS+ without resampling (world coordinates unchanged).
@@ -30,11 +32,7 @@ def reorient_ras(img: nib.Nifti1Image) -> nib.Nifti1Image:
         img = img.slicer[..., 0]
     can = nib.as_closest_canonical(img)
     data = np.asarray(can.dataobj, dtype=np.float32)
-    out = nib.Nifti1Image(data, can.affine)
-    out.set_qform(can.affine, code=1)
-    out.set_sform(can.affine, code=1)
-    out.header.set_xyzt_units("mm")
-    return out
+    return nifti_image(data, can.affine, code="scanner", dtype=np.float32)
 
 
 def coarser_grid(

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from brainlens._io import atomic_output
+
 #: Columns of ``failed_scans.tsv``.
 FAILURE_COLUMNS = ["scan", "participant_id", "session_id", "missing_outputs", "error", "log"]
 # "brainlens.errors.PreprocessingError: /data/sub-01_T1w.nii.gz: " before the reason
@@ -124,9 +126,8 @@ def write_failure_summary(scans: Iterable[Mapping[str, object]], out_tsv: str | 
         out_tsv.unlink(missing_ok=True)
         return ""
     out_tsv.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_tsv.with_name(out_tsv.name + ".tmp")
-    failures.to_csv(tmp, sep="\t", index=False)
-    tmp.replace(out_tsv)
+    with atomic_output(out_tsv) as tmp:
+        failures.to_csv(tmp, sep="\t", index=False)
     listing = "\n".join(
         f"  {row.scan}: {row.error} (log: {row.log})" for row in failures.itertuples()
     )

@@ -13,22 +13,20 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage as ndi
 
+from brainlens._io import atomic_output, save_nifti, save_nifti_like
 from brainlens.errors import PreprocessingError
 from brainlens.preprocess import core
 
 
 def _save_like(data: np.ndarray, ref: nib.Nifti1Image, path: Path, dtype: type) -> Path:
-    img = nib.Nifti1Image(np.asarray(data).astype(dtype), ref.affine)
-    img.set_qform(ref.affine, code=int(ref.header["qform_code"]) or 1)
-    img.set_sform(ref.affine, code=int(ref.header["sform_code"]) or 1)
-    img.header.set_xyzt_units("mm")
-    nib.save(img, path)
-    return Path(path)
+    # the reference's qform/sform codes are kept (0 -> 1, scanner)
+    return save_nifti_like(data, ref, path, dtype=dtype)
 
 
 def reorient_file(in_file: Path, out_file: Path) -> Path:
     """Write ``in_file`` reoriented to RAS+ (float32, no resampling) to ``out_file``."""
-    nib.save(core.reorient_ras(nib.load(in_file)), out_file)
+    with atomic_output(out_file) as tmp:
+        nib.save(core.reorient_ras(nib.load(in_file)), tmp)
     return Path(out_file)
 
 
@@ -204,12 +202,7 @@ def resample_to_grid_file(in_file: Path, out_file: Path, *, resolution: float) -
     img = nib.load(in_file)
     shape, affine = mni_grid(resolution)
     data = resample_to_grid(np.asarray(img.dataobj, np.float32), img.affine, shape, affine)
-    out = nib.Nifti1Image(data, affine)
-    out.set_qform(affine, code=4)
-    out.set_sform(affine, code=4)
-    out.header.set_xyzt_units("mm")
-    nib.save(out, out_file)
-    return Path(out_file)
+    return save_nifti(data, affine, out_file, code="mni", dtype=np.float32)
 
 
 def modulate_file(prob_file: Path, jacobian_file: Path, out_file: Path) -> Path:

@@ -16,6 +16,8 @@ import numpy as np
 from scipy import ndimage as ndi
 from scipy.spatial.transform import Rotation
 
+from brainlens._io import save_nifti
+
 _DATA = Path(__file__).resolve().parents[1] / "data" / "templates"
 HEAD = _DATA / "tpl-MNI152NLin6Asym_res-02_T1w.nii.gz"
 HEAD_MASK = _DATA / "tpl-MNI152NLin6Asym_res-02_desc-brain_mask.nii.gz"
@@ -129,9 +131,5 @@ def make_phantom(
 
     t1_path, mask_path = out_dir / f"{name}.nii.gz", out_dir / f"{name}_mask.nii.gz"
     for arr, path in ((data, t1_path), (mask.astype(np.uint8), mask_path)):
-        img = nib.Nifti1Image(arr, affine)
-        img.set_qform(affine, code=1)
-        img.set_sform(affine, code=1)
-        img.header.set_xyzt_units("mm")
-        nib.save(img, path)
+        save_nifti(arr, affine, path, code="scanner", dtype=None)
     return Phantom(t1w=t1_path, brain_mask=mask_path, scale=scale)

@@ -10,6 +10,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from brainlens._io import atomic_output, write_text_atomic
 from brainlens.preprocess import core
 
 #: Metrics of ``*_desc-qc.json`` that :func:`qc_table` flags with robust z-scores.
@@ -121,7 +122,8 @@ def qc_figure(
         ax.set_axis_off()
     fig.suptitle(f"{title}  (GM red, WM cyan, template mask yellow)", color="w", fontsize=9)
     fig.tight_layout()
-    fig.savefig(out_png, dpi=80, facecolor="black")
+    with atomic_output(out_png) as tmp:
+        fig.savefig(tmp, dpi=80, facecolor="black")
     plt.close(fig)
     return Path(out_png)
 
@@ -167,7 +169,8 @@ def qc_table(qc_jsons: list[Path], out_tsv: Path) -> pd.DataFrame:
     df["any_outlier"] = df[flags].any(axis=1) if len(df) else pd.Series(dtype=bool)
     out_tsv = Path(out_tsv)
     out_tsv.parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out_tsv, sep="\t", index=False, na_rep="n/a")
+    with atomic_output(out_tsv) as tmp:
+        df.to_csv(tmp, sep="\t", index=False, na_rep="n/a")
     return df
 
 
@@ -204,5 +207,4 @@ def write_dataset_description(out_dir: Path) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "dataset_description.json"
-    path.write_text(json.dumps(desc, indent=2) + "\n")
-    return path
+    return write_text_atomic(path, json.dumps(desc, indent=2) + "\n")

@@ -1,1 +1,0 @@
-"""Developer tools for brainlens (not needed to run the workflow)."""
