@@ -15,7 +15,7 @@ import torch
 from scipy import ndimage
 from torch import nn
 
-from brainlens.attribution import METHODS, MethodSpec, attribute
+from brainlens.attribution import METHODS, AttributionError, MethodSpec, attribute
 from brainlens.attribution.checks import method_settings, run_sanity_checks, select_scans
 from brainlens.attribution.sanity import (
     bootstrap_mean,
@@ -136,6 +136,24 @@ def test_bootstrap_interval_contains_the_mean_and_is_seeded() -> None:
     assert np.isnan(bootstrap_mean([np.nan])[0])
     with pytest.raises(ConfigError, match="bootstrap"):
         bootstrap_mean(v, n_resamples=0)
+
+
+def test_bootstrap_over_folds_is_wider_when_folds_differ() -> None:
+    """Scans explained by one fold's model share it: when the folds' models disagree,
+    the two-stage (folds, then scans) interval is wider than the scan-level one."""
+    rng = np.random.default_rng(0)
+    fold_effect = np.repeat([-0.3, 0.0, 0.1, 0.2, 0.5], 4)
+    v = fold_effect + rng.normal(0, 0.02, 20)
+    folds = np.repeat(np.arange(5), 4)
+    _, lo_scans, hi_scans = bootstrap_mean(v, n_resamples=2000, seed=1)
+    mean, lo, hi = bootstrap_mean(v, n_resamples=2000, seed=1, groups=folds)
+    assert mean == pytest.approx(v.mean()) and lo < mean < hi
+    assert hi - lo > 1.5 * (hi_scans - lo_scans)
+    # one fold: the same as the scan-level bootstrap
+    same = bootstrap_mean(v, n_resamples=200, seed=1, groups=np.zeros(20))
+    assert same == bootstrap_mean(v, n_resamples=200, seed=1)
+    with pytest.raises(AttributionError, match="groups"):
+        bootstrap_mean(v, groups=folds[:-1])
 
 
 # ----------------------------------------------------------------------------- faithfulness

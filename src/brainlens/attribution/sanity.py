@@ -66,6 +66,7 @@ def bootstrap_mean(
     n_resamples: int = 1000,
     seed: int = 0,
     level: float = 0.95,
+    groups: Sequence[object] | np.ndarray | None = None,
 ) -> tuple[float, float, float]:
     """Mean and seeded percentile-bootstrap interval of the mean (NaNs dropped).
 
@@ -74,10 +75,17 @@ def bootstrap_mean(
     values : array-like, shape (N,)
         One value per scan.
     n_resamples : int
-        Bootstrap resamples (with replacement, N values each).
+        Bootstrap resamples.
     seed : int
     level : float
         Coverage of the interval, in (0, 1).
+    groups : array-like, shape (N,), optional
+        Cluster of each value (the fold whose model explained the scan). Given, the
+        bootstrap is two-stage: draw as many clusters as there are, with replacement,
+        then within each drawn cluster as many of its values, with replacement. Scans
+        explained by one model are not independent; this interval carries the spread
+        between the folds' models too (it does not undo the overlap of their training
+        sets). Without groups (or with one cluster), values are resampled as independent.
 
     Returns
     -------
@@ -91,11 +99,26 @@ def bootstrap_mean(
     if not 0 < level < 1:
         raise ConfigError(f"level: expected a value in (0, 1), got {level}")
     v = np.asarray(values, dtype=np.float64).ravel()
-    v = v[np.isfinite(v)]
+    g = None if groups is None else np.asarray(groups).ravel()
+    if g is not None and g.shape != v.shape:
+        raise AttributionError(f"groups: expected {v.shape[0]} labels, got {g.shape[0]}")
+    keep = np.isfinite(v)
+    v = v[keep]
     if v.size == 0:
         return float("nan"), float("nan"), float("nan")
-    idx = np.random.default_rng(seed).integers(0, v.size, size=(n_resamples, v.size))
-    means = v[idx].mean(axis=1)
+    rng = np.random.default_rng(seed)
+    if g is None or np.unique(g[keep]).size < 2:
+        idx = rng.integers(0, v.size, size=(n_resamples, v.size))
+        means = v[idx].mean(axis=1)
+    else:
+        clusters = [v[g[keep] == c] for c in np.unique(g[keep])]
+        means = np.empty(n_resamples)
+        for r in range(n_resamples):
+            drawn = rng.integers(0, len(clusters), size=len(clusters))
+            parts = [
+                clusters[c][rng.integers(0, clusters[c].size, clusters[c].size)] for c in drawn
+            ]
+            means[r] = np.concatenate(parts).mean()
     lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
     return float(v.mean()), float(min(lo, v.mean())), float(max(hi, v.mean()))
 
@@ -116,9 +139,12 @@ def summarize_sanity(
     Parameters
     ----------
     per_scan : pandas.DataFrame
-        One row per scan (``deletion_area``, ``insertion_area``, ``label``).
+        One row per scan (``deletion_area``, ``insertion_area``, ``label``; with a
+        ``fold`` column the intervals are two-stage bootstraps over folds, then scans:
+        :func:`bootstrap_mean` with ``groups``).
     cascade : pandas.DataFrame
-        ``mode, step, layer, scan_id, spearman_abs, spearman_signed`` rows of all scans.
+        ``mode, step, layer, scan_id, spearman_abs, spearman_signed`` (and ``fold``) rows
+        of all scans.
     method : str
     threshold : float
         Pass threshold on the upper interval end at full randomisation.
@@ -146,8 +172,8 @@ def summarize_sanity(
     """
     rows = []
 
-    def add(statistic, values, mode="", step=np.nan, layer="", verdict=None) -> None:
-        mean, lo, hi = bootstrap_mean(values, n_resamples=n_resamples, seed=seed)
+    def add(statistic, values, mode="", step=np.nan, layer="", verdict=None, folds=None) -> None:
+        mean, lo, hi = bootstrap_mean(values, n_resamples=n_resamples, seed=seed, groups=folds)
         passes = None if verdict is None else bool(verdict(lo, hi))
         n = int(np.isfinite(values).sum())
         rows.append((statistic, mode, step, layer, n, mean, lo, hi, passes))
@@ -158,10 +184,14 @@ def summarize_sanity(
     for (mode, step), g in cascade.groupby(["mode", "step"], sort=True):
         for stat in ("spearman_abs", "spearman_signed"):
             rule = (lambda lo, hi: hi < threshold) if (mode, step) == ("cascade", last) else None
-            add(stat, g[stat].to_numpy(float), mode, int(step), str(g["layer"].iloc[0]), rule)
+            folds = g["fold"].to_numpy() if "fold" in g else None
+            layer = str(g["layer"].iloc[0])
+            add(stat, g[stat].to_numpy(float), mode, int(step), layer, rule, folds)
+    scan_folds = per_scan["fold"].to_numpy() if "fold" in per_scan else None
     for stat in ("deletion_area", "insertion_area"):
         if stat in per_scan:
-            add(stat, per_scan[stat].to_numpy(float), verdict=lambda lo, hi: lo > 0)
+            values = per_scan[stat].to_numpy(float)
+            add(stat, values, verdict=lambda lo, hi: lo > 0, folds=scan_folds)
     if "map_positions_min" in per_scan and per_scan["map_positions_min"].notna().any():
         smallest = float(per_scan["map_positions_min"].min())
         grid = str(per_scan.loc[per_scan["map_positions_min"].idxmin(), "map_grid"])
@@ -181,7 +211,8 @@ def summarize_sanity(
         )
     for stat in ("spearman_abs_random_labels", "spearman_signed_random_labels"):
         if stat in per_scan and per_scan[stat].notna().any():
-            add(stat, per_scan[stat].to_numpy(float), verdict=lambda lo, hi: hi < threshold)
+            values = per_scan[stat].to_numpy(float)
+            add(stat, values, verdict=lambda lo, hi: hi < threshold, folds=scan_folds)
     columns = ["statistic", "mode", "step", "layer", "n_scans", "mean", "ci_low", "ci_high"]
     out = pd.DataFrame(rows, columns=[*columns, "passes"])
     out.insert(0, "method", method)

@@ -162,7 +162,10 @@ def verdict_table(verdicts: Mapping[str, SanityVerdict]) -> str:
         (v.min_map_positions for v in verdicts.values() if not math.isnan(v.min_map_positions)), 3
     )
     cap = (
-        "Mean over the checked scans [95% seeded bootstrap interval]. <b>Randomisation</b> "
+        "Mean over the checked scans [95% seeded two-stage bootstrap interval: folds with "
+        "replacement, then scans within each drawn fold, since the scans of a fold share its "
+        "model; it does not undo the overlap of the folds' training sets]. "
+        "<b>Randomisation</b> "
         "(Adebayo et al. 2018): Spearman ρ between the map of the trained model and of the "
         "model whose weights were all re-initialised, of |map| and of the signed map, inside "
         "the brain mask and the model's field of view; a method <i>passes</i> when the upper "
