@@ -1,6 +1,6 @@
 # brainlens: leakage-free CNN classification of T1w brain MRI and atlas-region
-# attribution. Run the built-in demo with `snakemake --cores 8`; point
-# config/config.yaml at your BIDS data for a real study. See README.md.
+# attribution. Run the built-in demo with `snakemake --cores 8`; for a real study copy
+# config/config.yaml, set its bids_dir and pass it with --configfile. See README.md.
 from snakemake.utils import min_version
 
 from brainlens.runtime import export_src
@@ -11,8 +11,9 @@ min_version("9.0")
 # this checkout: its src/ goes first on PYTHONPATH. See README, "Conda environments".
 export_src(f"{workflow.basedir}/src")
 
-
-configfile: "config/config.yaml"
+# No `configfile:` here: Snakemake would deep-merge the user's --configfile into it.
+# workflow/rules/common.smk layers the config: config/demo.yaml under the user's
+# values only when they give no bids_dir (brainlens.config_layers.resolve_config).
 
 
 include: "workflow/rules/common.smk"
@@ -20,6 +21,7 @@ include: "workflow/rules/demo.smk"
 include: "workflow/rules/resources.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/folds.smk"
+include: "workflow/rules/confounds.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/attribution.smk"
 include: "workflow/rules/regions.smk"

@@ -22,6 +22,8 @@ train_linear_fold(
     atlas_tsv=inp.get("labels"),
     participants_tsv=inp.get("participants"),
     covariates=snakemake.params.covariates,
+    tiv_tsv=inp.get("tiv"),
+    confounds=((inp.confounds_npz, inp.confounds_json) if "confounds_npz" in inp.keys() else None),
     c_grid=snakemake.params.c_grid,
     monitor=snakemake.params.monitor,
     max_iter=snakemake.params.max_iter,

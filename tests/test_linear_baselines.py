@@ -210,7 +210,6 @@ def _participants(tmp_path: Path, n: int = 210) -> tuple[Path, Path]:
             "site": rng.choice(["A", "B", "C"], n),
         }
     )
-    table.loc[3, "age"] = np.nan  # a missing value takes the training mean
     table.to_csv(tmp_path / "participants.tsv", sep="\t", index=False, na_rep="n/a")
     scans = table.assign(session_id="n/a")[["participant_id", "session_id", "diagnosis"]]
     folds = make_folds(scans, label_column="diagnosis", mode="kfold", n_folds=3, seed=4)
@@ -240,8 +239,14 @@ def test_confounds_only_follows_its_covariates(tmp_path: Path, covariates, low, 
 
 def test_missing_or_label_covariates_are_refused(tmp_path: Path) -> None:
     participants, _ = _participants(tmp_path, n=10)
-    with pytest.raises(ConfigError, match=r"'tiv'.*participants.tsv"):
-        check_covariates(participants, ["age", "tiv"], "diagnosis")
+    with pytest.raises(ConfigError, match=r"'bmi'.*participants.tsv"):
+        check_covariates(participants, ["age", "bmi"], "diagnosis")
+    check_covariates(participants, ["age", "tiv"], "diagnosis")  # tiv: computed, not a column
+    table = pd.read_csv(participants, sep="\t", dtype=str)
+    table.loc[3, "age"] = "n/a"  # no silent imputation: an error listing the participant
+    table.to_csv(participants, sep="\t", index=False)
+    with pytest.raises(ConfigError, match=r"'age' is n/a for participant\(s\) \['sub-003'\]"):
+        check_covariates(participants, ["age"], "diagnosis")
     with pytest.raises(ConfigError, match="label column"):
         check_covariates(participants, ["diagnosis"], "diagnosis")
 

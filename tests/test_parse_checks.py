@@ -7,6 +7,7 @@ real registries.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -230,17 +231,19 @@ def test_gradcam_layer_is_resolved_on_the_model() -> None:
 # ------------------------------------------------------------------- dry runs
 
 
-def _t1w(path: Path) -> None:
+def _t1w(path: Path, n: int = 8) -> None:
+    """A random n**3 image: 2 mm voxels for n 8 (too small a volume), else 4 mm."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    arr = np.random.default_rng(0).random((8, 8, 8)).astype(np.float32)
-    nib.save(nib.Nifti1Image(arr, np.diag([2.0, 2.0, 2.0, 1.0])), str(path))
+    arr = np.random.default_rng(0).random((n, n, n)).astype(np.float32)
+    mm = 2.0 if n == 8 else 4.0
+    nib.save(nib.Nifti1Image(arr, np.diag([mm, mm, mm, 1.0])), str(path))
 
 
-def _bids(root: Path, labels: list[str]) -> Path:
+def _bids(root: Path, labels: list[str], n: int = 8) -> Path:
     rows = []
     for i, label in enumerate(labels, start=1):
         pid = f"sub-{i:02d}"
-        _t1w(root / pid / "anat" / f"{pid}_T1w.nii.gz")
+        _t1w(root / pid / "anat" / f"{pid}_T1w.nii.gz", n)
         rows.append({"participant_id": pid, "diagnosis": label})
     pd.DataFrame(rows).to_csv(root / "participants.tsv", sep="\t", index=False)
     return root
@@ -291,6 +294,36 @@ def test_dry_run_stops_with_the_message(tmp_path: Path, name, labels, edit, expe
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.workflow
+def test_a_user_method_set_plans_one_method(tmp_path: Path) -> None:
+    """The README's template with a bids_dir and ``methods: {gradients: {}}``: one method.
+
+    The demo's settings (eight methods, a per-model set for rieke2018_3d) are not read
+    with a bids_dir, and the user's method set is not merged into a default one.
+    """
+    from conftest import REPO, planned_jobs
+
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    bids = _bids(tmp_path / "bids", ["AD", "CN"] * 10, n=40)
+    table = pd.read_csv(bids / "participants.tsv", sep="\t")  # the default covariates
+    table.assign(age=range(60, 80), sex=["F", "M"] * 10).to_csv(
+        bids / "participants.tsv", sep="\t", index=False
+    )
+    cfg["bids_dir"] = str(bids)
+    cfg["attribution"] = {"methods": {"gradients": {}}}
+    path = tmp_path / "my.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    # the jobs after the check_inputs checkpoint are planned once its table exists
+    snakemake(tmp_path, "--cores", "1", "results/preprocess/inputs.tsv", configfile=path)
+    out = snakemake(tmp_path, "-n", "--cores", "1", configfile=path).stdout
+    jobs = planned_jobs(out)
+    n_folds = validate_config(dict(cfg), SCHEMA)["folds"]["n_folds"]
+    assert jobs.get("attribute") == n_folds, jobs
+    assert set(re.findall(r"results/attribution/rieke2018_3d/([^/\s]+)/fold-", out)) == {
+        "gradients"
+    }
+
+
 # ------------------------------------------------------------------ brainlens check
 
 
@@ -322,3 +355,15 @@ def test_brainlens_check_on_the_demo_config(capsys) -> None:  # noqa: ANN001
     assert main(["check", "--configfile", str(SMALL_CONFIG)]) == 0
     out = capsys.readouterr().out
     assert "data the synthetic demo" in out and "positive class: patient (default" in out
+    # the small demo's own three methods: its method set replaces the demo's
+    assert "methods (rieke2018_3d): gradients, gradcam, occlusion\n" in out
+
+
+def test_brainlens_check_without_a_config_checks_the_demo(capsys) -> None:  # noqa: ANN001
+    """No --configfile: config/demo.yaml alone, as ``snakemake`` without one."""
+    assert main(["check"]) == 0
+    out = capsys.readouterr().out
+    assert "config none over " in out and "demo.yaml, data the synthetic demo" in out
+    demo = yaml.safe_load((Path(SCHEMA).parents[2] / "config" / "demo.yaml").read_text())
+    for model, methods in demo["attribution"]["model_methods"].items():
+        assert f"methods ({model}): {', '.join(methods)}\n" in out

@@ -1,11 +1,12 @@
 """``brainlens`` command line: small helpers around the workflow.
 
 * ``brainlens demo OUT --seed N [...]``: write the synthetic BIDS demo dataset;
-* ``brainlens models``: the model registry with each paper's defaults;
+* ``brainlens models``: the model registry with each paper's training recipe;
 * ``brainlens atlases``: atlases available on this machine;
-* ``brainlens check [--bids-dir DIR] [--configfile FILE]``: the checks the workflow
-  runs before any job (schema, names, options, classes, folds, layers), and a few
-  lines on what would run.
+* ``brainlens check [--bids-dir DIR] [--configfile FILE ...]``: the checks the workflow
+  runs before any job (schema, names, options, classes, folds, layers), on the config
+  layered as the workflow layers it (``config/demo.yaml`` only without a bids_dir), and
+  a few lines on what would run.
 
 The pipeline itself runs with ``snakemake`` (see README.md).
 """
@@ -19,15 +20,21 @@ from typing import Any
 
 #: The workflow's config schema in this checkout (``--schema`` for another).
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+#: The demo's settings in this checkout, read only when no bids_dir is given (``--demo``).
+DEMO_CONFIG = Path(__file__).resolve().parents[2] / "config" / "demo.yaml"
 
 
 def _models(_: argparse.Namespace) -> int:
     from brainlens.models import MODELS
 
     for name, spec in sorted(MODELS.items()):
-        print(
-            f"{name:20s} {spec.ndim}D  lr={spec.lr:g} batch={spec.batch_size} epochs={spec.epochs}  {spec.citation}"
-        )
+        print(f"{name:20s} {spec.ndim}D  {spec.citation}")
+        print(f"{'':24s}paper recipe: {spec.recipe.brief()}")
+    print(
+        "train.recipe: paper trains with the recipe's values (the config's where the paper "
+        "states none); inputs, volume_shape and the 2D image size are checked against the "
+        "config. Sections and departures: README, 'Models and their papers' recipes'."
+    )
     return 0
 
 
@@ -130,15 +137,22 @@ def _check(args: argparse.Namespace) -> int:
     import yaml
 
     from brainlens.config import validate_config
+    from brainlens.config_layers import resolve_config
     from brainlens.errors import BrainlensError, ConfigError
 
     try:
-        path = Path(args.configfile)
-        if not path.is_file():
-            raise ConfigError(f"--configfile {path}: file not found. Fix: pass a config file")
-        config = validate_config(yaml.safe_load(path.read_text()) or {}, args.schema)
+        user: dict[str, Any] = {}
+        for path in args.configfile:
+            if not path.is_file():
+                raise ConfigError(f"--configfile {path}: file not found. Fix: pass a config file")
+            loaded = yaml.safe_load(path.read_text()) or {}
+            if not isinstance(loaded, dict):
+                raise ConfigError(f"--configfile {path}: expected a YAML mapping of keys")
+            user = _deep_update(user, loaded)
         if args.bids_dir is not None:
-            config["bids_dir"] = str(args.bids_dir)
+            user["bids_dir"] = str(args.bids_dir)
+        # the workflow's layering (workflow/rules/common.smk): demo.yaml only without bids_dir
+        config = validate_config(resolve_config(user, args.demo), args.schema)
         if config.get("bids_dir") is None:
             scans = _demo_scans(config)
             where = "the synthetic demo"
@@ -152,9 +166,22 @@ def _check(args: argparse.Namespace) -> int:
     except BrainlensError as err:
         print(f"brainlens check: {err}", file=sys.stderr)
         return 1
-    print(f"config {path}, data {where}: all checks passed")
+    files = ", ".join(str(p) for p in args.configfile) or "none"
+    layers = f" over {args.demo}" if config.get("bids_dir") is None else ""
+    print(f"config {files}{layers}, data {where}: all checks passed")
     print("\n".join(lines))
     return 0
+
+
+def _deep_update(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``new`` merged into a copy of ``base``, as Snakemake merges several --configfile."""
+    out = dict(base)
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_update(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,9 +201,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     check.add_argument("--bids-dir", type=Path, help="BIDS dataset (replaces bids_dir)")
     check.add_argument(
-        "--configfile", type=Path, default=Path("config/config.yaml"), help="workflow config"
+        "--configfile",
+        type=Path,
+        nargs="+",
+        default=[],
+        help="workflow config file(s), as snakemake's --configfile (none: the demo)",
     )
     check.add_argument("--schema", type=Path, default=SCHEMA, help="config JSON schema")
+    check.add_argument(
+        "--demo", type=Path, default=DEMO_CONFIG, help="demo settings, used without bids_dir"
+    )
     check.set_defaults(func=_check)
     args = parser.parse_args(argv)
     return int(args.func(args))

@@ -1,5 +1,9 @@
 """Checks of a workflow configuration that a JSON schema cannot express.
 
+:func:`brainlens.config_layers.resolve_config` builds the config the workflow runs with
+(the demo's ``config/demo.yaml`` under the user's only when no ``bids_dir`` is given);
+``workflow/schemas/config.schema.yaml`` is the one source of defaults.
+
 The workflow validates the config against ``workflow/schemas/config.schema.yaml``
 first (types, ranges, allowed values), then calls :func:`check_config` with the
 resulting dict, :func:`check_layers` (Grad-CAM/CAM layers, on the analysis grid) and,
@@ -71,7 +75,9 @@ def check_config(config: dict[str, Any]) -> None:
     left-right flips against ``lateralized``.
     """
     from brainlens.atlases import available_atlases, load_atlas, region_label
+    from brainlens.confounds.infold import check_confounds_config
 
+    check_confounds_config(config)  # covariates, confounds (and the moved baselines key)
     for name in model_names(config):
         if name not in MODEL_OPTIONS:
             raise ConfigError(

@@ -16,11 +16,19 @@ from brainlens.config import (
     fold_ids,
     model_names,
 )
+from brainlens.config_layers import resolve_config
 from brainlens.grid import SPACE, registration_grid, res_label
 from brainlens.names import METHOD_OPTIONS, method_base
 from brainlens.seeding import derive_seed
 from brainlens.synthetic import DemoSpec, plan_dataset, scan_relpath
 
+# The config's layers (brainlens.config_layers; README, "Your own data"): the
+# schema's defaults, then config/demo.yaml only when no bids_dir is given, then the
+# user's --configfile/--config values (a method set or option mapping replaces the
+# demo's). `config` is changed in place: Snakemake and every rule read this object.
+_RESOLVED = resolve_config(config, f"{workflow.basedir}/config/demo.yaml")
+config.clear()
+config.update(_RESOLVED)
 validate(config, "../schemas/config.schema.yaml")
 check_config(config)
 # imports torch, and only when a Grad-CAM/CAM `layer` is configured
@@ -225,11 +233,82 @@ def linear_inputs(wildcards):
     }
 
 
-# participants.tsv of user data exists at parse time: a missing covariate stops the run
-# before any job (the demo's is written by a job; train_linear checks it again).
-if "confounds_only" in BASELINES and os.path.exists(f"{BIDS_DIR}/participants.tsv"):
-    from brainlens.linear import check_covariates
+# The report's inputs (report.smk): one list of records, read by the manifest and the report.
+def report_records(wildcards, qc_figures=True):
+    """Every file the report reads, with its kind and keys.
 
-    check_covariates(
-        f"{BIDS_DIR}/participants.tsv", config["baselines"]["covariates"], config["label_column"]
-    )
+    Within a kind the order is the workflow's (models, folds, methods, atlases as
+    configured); the report keys each file by its record, never by position. The QC
+    pictures are listed for the scans that passed check_inputs, so only with
+    ``qc_figures`` is this evaluated after that checkpoint: the report rule's own input
+    leaves them out, so a dry run plans every job before the checkpoint has run.
+    """
+    records = [
+        {"kind": "inputs", "path": "results/preprocess/inputs.tsv"},
+        {"kind": "qc", "path": "results/preprocess/qc.tsv"},
+        {"kind": "folds", "path": "results/folds/folds.tsv"},
+        {"kind": "template", "path": TEMPLATES},
+    ]
+    records += [{"kind": "ground_truth", "path": path} for path in ground_truth_file()]
+    if qc_figures:
+        records += [
+            {"kind": "qc_figure", "scan": scan, "path": preproc_path(scan, "qc_png")}
+            for scan in checked_scans()
+        ]
+    records += [
+        {"kind": "summary", "model": m, "path": f"results/train/{m}/metrics_summary.tsv"}
+        for m in MODELS
+    ]
+    per_fold = {
+        "metrics": "metrics.json",
+        "predictions": "predictions.tsv",
+        "history": "history.tsv",
+    }
+    for kind, name in per_fold.items():
+        records += [
+            {"kind": kind, "model": m, "fold": f, "path": f"results/train/{m}/fold-{f}/{name}"}
+            for m, f in product(MODELS, FOLDS)
+        ]
+    records += [
+        {
+            "kind": "attribution",
+            "model": m,
+            "method": k,
+            "fold": f,
+            "path": f"results/attribution/{m}/{k}/fold-{f}.tsv",
+        }
+        for m, k in MODEL_METHODS
+        for f in FOLDS
+    ]
+    for kind, suffix in (("regions", ""), ("region_folds", "_folds")):
+        records += [
+            {
+                "kind": kind,
+                "model": m,
+                "method": k,
+                "atlas": a,
+                "path": f"results/regions/{m}/{k}/{a}{suffix}.tsv",
+            }
+            for m, k, a in REGION_KEYS
+        ]
+    records += [
+        {
+            "kind": "agreement",
+            "model": m,
+            "atlas": a,
+            "path": f"results/regions/{m}/agreement_{a}.tsv",
+        }
+        for m, a in product(model_names(config), ATLASES)
+    ]
+    per_method = {
+        "sanity": "",
+        "deletion": "_deletion",
+        "sanity_cascade": "_cascade",
+        "sanity_summary": "_summary",
+    }
+    for kind, suffix in per_method.items():
+        records += [
+            {"kind": kind, "model": m, "method": k, "path": f"results/sanity/{m}/{k}{suffix}.tsv"}
+            for m, k in MODEL_METHODS
+        ]
+    return records

@@ -1,4 +1,9 @@
 # Pack the preprocessed maps once, train one model per fold, summarise the metrics.
+from brainlens.models.recipes import train_params
+
+# train.recipe resolved now for every configured model (brainlens.models.recipes): a
+# paper recipe that does not fit the config stops the run here, before any job.
+TRAIN_PARAMS = {m: canonical(train_params(config, m)) for m in model_names(config)}
 
 
 rule pack:
@@ -47,9 +52,7 @@ rule train_model:
         runtime=240,
     params:
         inputs=INPUTS,
-        train=canonical(
-            {k: v for k, v in config["train"].items() if k not in ("model", "inputs", "gpus")}
-        ),
+        train=lambda wc: canonical(train_params(config, wc.model)),
         lateralized=config["lateralized"],
         # a changed config replaces the run: an old checkpoint must not be resumed
         on_stale_checkpoint="restart",
@@ -87,6 +90,7 @@ ruleorder: linear_pattern_regions > regions
 rule train_linear:
     input:
         unpack(linear_inputs),
+        unpack(confound_inputs),
         folds="results/folds/folds.tsv",
     output:
         model="results/train/{model}/fold-{fold}/model.npz",
@@ -104,7 +108,7 @@ rule train_linear:
         mem_mb=4000,
         runtime=30,
     params:
-        covariates=config["baselines"]["covariates"],
+        covariates=config["covariates"],
         c_grid=config["baselines"]["C_grid"],
         # one validation value for all models: the CNNs' unless set
         monitor=config["baselines"]["monitor"] or config["train"]["early_stopping"]["monitor"],
@@ -118,6 +122,7 @@ rule train_linear:
 
 rule linear_pattern:
     input:
+        unpack(confound_inputs),
         model="results/train/{model}/fold-{fold}/model.npz",
         pack=f"results/pack/{config['baselines']['input']}.npy",
         index=f"results/pack/{config['baselines']['input']}.tsv",

@@ -16,17 +16,22 @@ The classifier is an L2 logistic regression (a linear SVM's hinge loss gives no
 probabilities, which the validation loss, ROC AUC and the per-subject averaging of
 sessions need); the model names keep the issue's ``linear_svm_*`` family name.
 Modules: :mod:`brainlens.linear.features` (torch-free pack reading, feature
-matrices) and :mod:`brainlens.linear.fit` (selection, outputs, pattern).
+matrices), :mod:`brainlens.linear.confounds` (in-fold confound removal of the voxel and
+region features, :mod:`brainlens.confounds`) and :mod:`brainlens.linear.fit`
+(selection, outputs, pattern).
 """
 
+from brainlens.linear.confounds import apply_fold_confounds, write_fold_confounds
 from brainlens.linear.features import LINEAR_MODELS, check_covariates
 from brainlens.linear.fit import haufe_pattern, select_and_fit, train_linear_fold, write_pattern
 
 __all__ = [
     "LINEAR_MODELS",
+    "apply_fold_confounds",
     "check_covariates",
     "haufe_pattern",
     "select_and_fit",
     "train_linear_fold",
+    "write_fold_confounds",
     "write_pattern",
 ]

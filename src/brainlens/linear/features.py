@@ -9,14 +9,24 @@ numpy and pandas only.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from brainlens.confounds.covariates import (
+    check_covariates,
+    covariate_specs,
+    covariate_values,
+    encode,
+    fit_encoding,
+    read_participants,
+    read_tiv,
+)
 from brainlens.errors import ConfigError, DatasetError, InputFileError
 
 #: Model name -> feature kind.
@@ -25,8 +35,6 @@ LINEAR_MODELS = {
     "linear_svm_regions": "regions",
     "confounds_only": "covariates",
 }
-#: Missing-value spellings in participants.tsv.
-MISSING = ("", "n/a", "na", "nan")
 
 
 @dataclass(frozen=True)
@@ -145,109 +153,110 @@ def region_volumes(maps: np.ndarray, labels: np.ndarray, label_ids: np.ndarray, 
     return out
 
 
-def read_participants(path: str | Path) -> pd.DataFrame:
-    """``participants.tsv`` as strings (``n/a`` kept literally)."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputFileError(
-            p,
-            "participants table not found (confounds_only reads its covariates)",
-            "add participants.tsv to the BIDS root, or remove confounds_only from baselines.models",
-        )
-    return pd.read_csv(p, sep="\t", dtype=str, keep_default_na=False)
+def covariate_features(
+    parts: Mapping[str, pd.DataFrame],
+    *,
+    participants_tsv: str | Path | None,
+    covariates: Sequence[Any],
+    tiv_tsv: str | Path | None = None,
+    label_column: str | None = None,
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Covariates of each part, coded from the training part (``confounds_only``).
 
-
-def check_covariates(
-    participants_tsv: str | Path, covariates: Sequence[str], label_column: str | None = None
-) -> None:
-    """Raise ConfigError unless every covariate is a column of ``participants.tsv``.
+    Numeric columns stay numbers; categorical ones (sex, site) get one column per level
+    seen in the training part (an unseen level codes as all zeros). ``n/a`` in a used
+    column is an error (:func:`brainlens.confounds.covariates.covariate_values`).
 
     Parameters
     ----------
+    parts : dict of str to DataFrame
+        ``train``, ``val``, ``test`` rows (``participant_id``, ``scan_id``).
     participants_tsv : path
-    covariates : sequence of str
-        ``baselines.covariates``.
+    covariates : sequence
+        The ``covariates:`` config value.
+    tiv_tsv : path, optional
+        ``results/preprocess/tiv.tsv`` (when ``tiv`` is listed).
     label_column : str, optional
-        The diagnosis column: refused as a covariate (it is the label).
-    """
-    if not covariates:
-        raise ConfigError(
-            "baselines.covariates: empty, but confounds_only needs at least one column. "
-            "Fix: list covariates (e.g. [age, sex]) or remove confounds_only from baselines.models"
-        )
-    if label_column is not None and label_column in covariates:
-        raise ConfigError(
-            f"baselines.covariates: {label_column!r} is the label column; a model given the "
-            "label scores perfectly. Fix: remove it from baselines.covariates"
-        )
-    table = read_participants(participants_tsv)
-    missing = [c for c in covariates if c not in table.columns]
-    if missing:
-        raise ConfigError(
-            f"baselines.covariates: column(s) {missing} not in {participants_tsv} (columns "
-            f"{list(table.columns)}). Fix: add them to participants.tsv or remove them from "
-            "baselines.covariates (TIV is not computed by brainlens yet)"
-        )
-
-
-def _is_numeric(values: pd.Series) -> bool:
-    present = values[~values.str.lower().isin(MISSING)]
-    return len(present) > 0 and pd.to_numeric(present, errors="coerce").notna().all()
-
-
-def covariate_matrix(
-    table: pd.DataFrame,
-    covariates: Sequence[str],
-    participant_ids: Sequence[str],
-    train_ids: Sequence[str],
-) -> tuple[np.ndarray, list[str]]:
-    """Covariates of participants, encoded from the training part only.
-
-    Numeric columns (every present value parses as a number) stay numbers, a missing
-    value takes the training part's mean; other columns (sex, site) are one-hot coded
-    with the categories seen in the training part (an unseen category codes as all
-    zeros; ``n/a`` is a category of its own).
-
-    Parameters
-    ----------
-    table : DataFrame
-        ``participants.tsv`` (strings), with ``participant_id``.
-    covariates : sequence of str
-    participant_ids : sequence of str, length n
-        Rows wanted (one per scan; sessions repeat their participant).
-    train_ids : sequence of str
-        Participant IDs of the training part (define means and categories).
 
     Returns
     -------
-    X : ndarray, shape (n, n_features)
+    features : dict of str to ndarray, shape (n_part, p)
     names : list of str
-        Feature names (``age``, ``sex=F``, ...).
     """
-    check = [c for c in ["participant_id", *covariates] if c not in table.columns]
-    if check:
+    if not covariate_specs(covariates):
         raise ConfigError(
-            f"baselines.covariates: column(s) {check} not in participants.tsv (columns "
-            f"{list(table.columns)}). Fix: add them or remove them from baselines.covariates"
+            "covariates: empty, but confounds_only needs at least one column. Fix: list "
+            "covariates (e.g. [age, sex]) or remove confounds_only from baselines.models"
         )
-    by_id = table.drop_duplicates("participant_id").set_index("participant_id")
-    unknown = sorted(set(participant_ids) - set(by_id.index))
-    if unknown:
-        raise DatasetError(
-            f"participants.tsv lacks participant(s) {unknown[:5]} of the folds table. "
-            "Fix: list every participant in participants.tsv"
-        )
-    rows, train = by_id.loc[list(participant_ids)], by_id.loc[sorted(set(train_ids))]
-    cols, names = [], []
-    for c in covariates:
-        values = rows[c].astype(str)
-        if _is_numeric(by_id[c].astype(str)):
-            num = pd.to_numeric(values, errors="coerce")
-            mean = pd.to_numeric(train[c], errors="coerce").mean()
-            cols.append(num.fillna(0.0 if np.isnan(mean) else mean).to_numpy(float))
-            names.append(c)
-        else:
-            for cat in sorted(set(train[c].astype(str))):
-                cols.append((values == cat).to_numpy(float))
-                names.append(f"{c}={cat}")
-    return np.column_stack(cols), names
+    rows = pd.concat([p.assign(role=r) for r, p in parts.items()], ignore_index=True)
+    values, kinds = covariate_values(
+        read_participants(participants_tsv),
+        covariates,
+        rows,
+        tiv=read_tiv(tiv_tsv) if tiv_tsv is not None else None,
+        label_column=label_column,
+    )
+    enc = fit_encoding(values, kinds, (rows["role"] == "train").to_numpy(), drop_first=False)
+    x, names = encode(values, enc, unseen="zeros")
+    return {r: x[(rows["role"] == r).to_numpy()] for r in parts}, names
+
+
+def fold_features(
+    kind: str,
+    parts: Mapping[str, pd.DataFrame],
+    *,
+    pack: tuple[str | Path, str | Path] | None,
+    mask_nii: str | Path | None,
+    atlas_nii: str | Path | None,
+    atlas_tsv: str | Path | None,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Voxel or region features of each part, and what defines them (for model.npz).
+
+    Parameters
+    ----------
+    kind : {"voxels", "regions"}
+    parts : dict of str to DataFrame
+        Rows (``scan_id``) of each part.
+    pack : (npy, index)
+    mask_nii : path
+        Brain mask (voxels).
+    atlas_nii, atlas_tsv : path
+        Atlas and label table (regions).
+
+    Returns
+    -------
+    features : dict of str to ndarray, shape (n_part, V)
+    meta : dict
+    """
+    if pack is None:
+        raise ConfigError(f"{kind} features need a pack (results/pack/<input>.npy + .tsv)")
+    arrays = read_pack(*pack)
+    maps = {role: arrays.take(list(rows["scan_id"])) for role, rows in parts.items()}
+    if kind == "voxels":
+        mask = load_mask(mask_nii, arrays.array.shape[1:])
+        return {r: voxel_features(m, mask) for r, m in maps.items()}, {
+            "voxel_index": np.flatnonzero(mask.reshape(-1)).astype(np.int64),
+            "grid_shape": np.array(mask.shape),
+            "affine": arrays.affine,
+        }
+    if kind != "regions":
+        raise ConfigError(f"feature kind {kind!r}: expected voxels or regions")
+    labels = np.asanyarray(nib.load(str(atlas_nii)).dataobj).astype(np.int64)
+    table = pd.read_csv(atlas_tsv, sep="\t")
+    ids = table["index"].to_numpy(dtype=int)
+    voxel_ml = abs(float(np.linalg.det(arrays.affine[:3, :3]))) / 1000.0
+    feats = {r: region_volumes(m, labels, ids, voxel_ml) for r, m in maps.items()}
+    return feats, {"feature_names": table["name"].astype(str).to_numpy(), "label_ids": ids}
+
+
+__all__ = [
+    "LINEAR_MODELS",
+    "PackArrays",
+    "check_covariates",
+    "covariate_features",
+    "fold_features",
+    "load_mask",
+    "read_pack",
+    "region_volumes",
+    "voxel_features",
+]

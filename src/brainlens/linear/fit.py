@@ -31,15 +31,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from brainlens.errors import ConfigError, InputFileError
-from brainlens.folds import audit_folds, read_folds, scan_id
+from brainlens.folds import audit_folds, read_folds
+from brainlens.linear.confounds import apply_fold_confounds, fold_parts
 from brainlens.linear.features import (
     LINEAR_MODELS,
-    covariate_matrix,
-    load_mask,
+    covariate_features,
+    fold_features,
     read_pack,
-    read_participants,
-    region_volumes,
-    voxel_features,
 )
 from brainlens.metrics import classification_metrics, to_jsonable
 
@@ -157,51 +155,7 @@ def select_and_fit(
 
 
 def _role(folds: pd.DataFrame, fold: int, role: str) -> pd.DataFrame:
-    part = folds[(folds["fold"] == fold) & (folds["role"] == role)].copy()
-    part["scan_id"] = [
-        scan_id(p, s) for p, s in zip(part["participant_id"], part["session_id"], strict=True)
-    ]
-    return part.reset_index(drop=True)
-
-
-def _features(
-    kind: str,
-    parts: Mapping[str, pd.DataFrame],
-    *,
-    pack: tuple[str | Path, str | Path] | None,
-    mask_nii: str | Path | None,
-    atlas_nii: str | Path | None,
-    atlas_tsv: str | Path | None,
-    participants_tsv: str | Path | None,
-    covariates: Sequence[str],
-) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Feature matrix of each part and what defines the features (for model.npz)."""
-    if kind == "covariates":
-        table = read_participants(participants_tsv)
-        train_ids = list(parts["train"]["participant_id"])
-        out, names = {}, []
-        for role, rows in parts.items():
-            out[role], names = covariate_matrix(
-                table, covariates, list(rows["participant_id"]), train_ids
-            )
-        return out, {"feature_names": np.array(names)}
-    if pack is None:
-        raise ConfigError(f"{kind} features need a pack (results/pack/<input>.npy + .tsv)")
-    arrays = read_pack(*pack)
-    maps = {role: arrays.take(list(rows["scan_id"])) for role, rows in parts.items()}
-    if kind == "voxels":
-        mask = load_mask(mask_nii, arrays.array.shape[1:])
-        return {r: voxel_features(m, mask) for r, m in maps.items()}, {
-            "voxel_index": np.flatnonzero(mask.reshape(-1)).astype(np.int64),
-            "grid_shape": np.array(mask.shape),
-            "affine": arrays.affine,
-        }
-    labels = np.asanyarray(nib.load(str(atlas_nii)).dataobj).astype(np.int64)
-    table = pd.read_csv(atlas_tsv, sep="\t")
-    ids = table["index"].to_numpy(dtype=int)
-    voxel_ml = abs(float(np.linalg.det(arrays.affine[:3, :3]))) / 1000.0
-    feats = {r: region_volumes(m, labels, ids, voxel_ml) for r, m in maps.items()}
-    return feats, {"feature_names": table["name"].astype(str).to_numpy(), "label_ids": ids}
+    return fold_parts(folds, fold)[role]
 
 
 def _save_model(path: Path, clf, scaler, c: float, names: Sequence[str], meta: dict) -> None:
@@ -275,7 +229,9 @@ def train_linear_fold(
     atlas_nii: str | Path | None = None,
     atlas_tsv: str | Path | None = None,
     participants_tsv: str | Path | None = None,
-    covariates: Sequence[str] = (),
+    covariates: Sequence[Any] = (),
+    tiv_tsv: str | Path | None = None,
+    confounds: tuple[str | Path, str | Path] | None = None,
     c_grid: Sequence[float] = DEFAULT_C_GRID,
     monitor: str = "val_loss",
     max_iter: int = 5000,
@@ -300,9 +256,16 @@ def train_linear_fold(
     atlas_nii, atlas_tsv : path, optional
         Atlas on the analysis grid and its label table (region model).
     participants_tsv : path, optional
-        BIDS ``participants.tsv`` (confounds model).
-    covariates : sequence of str
-        Its columns used by ``confounds_only``.
+        BIDS ``participants.tsv`` (confounds model, and ``confounds``).
+    covariates : sequence
+        The ``covariates:`` config value, used by ``confounds_only``.
+    tiv_tsv : path, optional
+        ``results/preprocess/tiv.tsv`` (when ``tiv`` is a covariate).
+    confounds : (npz, json), optional
+        In-fold confound removal of the voxel / region features fitted by
+        :func:`brainlens.linear.confounds.write_fold_confounds` on this fold's training
+        rows: audited, then applied to all parts before standardisation. Refused for
+        ``confounds_only``.
     c_grid, monitor, max_iter, seed
         See :func:`select_and_fit`.
     class_names : sequence of str, optional
@@ -321,17 +284,33 @@ def train_linear_fold(
         raise ConfigError(f"fold={fold!r}: not in {folds_tsv} (folds {sorted(set(folds['fold']))})")
     names = [str(c) for c in class_names] if class_names else sorted(folds["label"].unique())
     code = {c: i for i, c in enumerate(names)}
-    parts = {r: _role(folds, fold, r) for r in ("train", "val", "test")}
-    x, meta = _features(
-        LINEAR_MODELS[model],
-        parts,
-        pack=pack,
-        mask_nii=mask_nii,
-        atlas_nii=atlas_nii,
-        atlas_tsv=atlas_tsv,
-        participants_tsv=participants_tsv,
-        covariates=covariates,
-    )
+    parts = fold_parts(folds, fold)
+    kind = LINEAR_MODELS[model]
+    if kind == "covariates":
+        if confounds is not None:
+            raise ConfigError(
+                "confounds_only is the covariates themselves and is never residualised or "
+                "harmonised. Fix: pass no confound parameters for it"
+            )
+        x, names_cov = covariate_features(
+            parts, participants_tsv=participants_tsv, covariates=covariates, tiv_tsv=tiv_tsv
+        )
+        meta = {"feature_names": np.array(names_cov)}
+    else:
+        x, meta = fold_features(
+            kind, parts, pack=pack, mask_nii=mask_nii, atlas_nii=atlas_nii, atlas_tsv=atlas_tsv
+        )
+        if confounds is not None:
+            x = apply_fold_confounds(
+                x,
+                parts,
+                npz=confounds[0],
+                sidecar=confounds[1],
+                folds_tsv=folds_tsv,
+                fold=fold,
+                participants_tsv=participants_tsv,
+                tiv_tsv=tiv_tsv,
+            )
     y = {r: np.array([code[v] for v in rows["label"]], dtype=int) for r, rows in parts.items()}
     clf, scaler, history, best = select_and_fit(
         x["train"],
@@ -396,6 +375,9 @@ def write_pattern(
     fold: int,
     out_nii: str | Path,
     out_tsv: str | Path,
+    confounds: tuple[str | Path, str | Path] | None = None,
+    participants_tsv: str | Path | None = None,
+    tiv_tsv: str | Path | None = None,
 ) -> np.ndarray:
     """The voxel model's Haufe pattern on the analysis grid, and its attribution table.
 
@@ -415,6 +397,9 @@ def write_pattern(
     out_tsv : path
         One-row table ``fold, scan_id, label, path`` (label ``all``, the attribution
         tables' format) for :func:`brainlens.regions.write_region_tables`.
+    confounds, participants_tsv, tiv_tsv : optional
+        The fold's confound parameters the model was trained with (see
+        :func:`train_linear_fold`): the training maps are transformed the same way.
 
     Returns
     -------
@@ -429,6 +414,17 @@ def write_pattern(
     train = _role(read_folds(folds_tsv), fold, "train")
     maps = read_pack(*pack).take(list(train["scan_id"]))
     x = maps.reshape(len(maps), -1)[:, m["voxel_index"]].astype(np.float64)
+    if confounds is not None:
+        x = apply_fold_confounds(
+            {"train": x},
+            {"train": train},
+            npz=confounds[0],
+            sidecar=confounds[1],
+            folds_tsv=folds_tsv,
+            fold=fold,
+            participants_tsv=participants_tsv,
+            tiv_tsv=tiv_tsv,
+        )["train"]
     z = (x - m["mean"]) / m["scale"]
     # standardised-feature pattern back in map units: Cov(x, s) = scale * Cov(z, s)
     a = haufe_pattern(z, m["coef"][-1]) * m["scale"]

@@ -13,11 +13,16 @@ from torch import nn
 
 from brainlens.errors import ModelError
 from brainlens.models import eitel2019, korolev2017, ng2018, rao, rieke2018, xing_dynimg
+from brainlens.models.recipes import RECIPES, Recipe
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One registry entry: how to build a model and how its paper trained it.
+    """One registry entry: what the paper fixes about a model (architecture and input).
+
+    Training settings are not here: they come from the config's ``train`` block, or from
+    the paper with ``train.recipe: paper`` (:attr:`recipe`,
+    :func:`brainlens.models.recipes.resolve_train_settings`).
 
     Attributes
     ----------
@@ -25,23 +30,15 @@ class ModelSpec:
         ``builder(*, in_shape, n_classes, **options) -> nn.Module``.
     ndim : {2, 3}
         Spatial dimensionality of the model input: (C, H, W) or (C, X, Y, Z).
-    optimizer : str
-        Optimizer name (``"adam"``).
-    lr : float
-        Learning rate.
-    batch_size : int
-        Mini-batch size.
-    epochs : int
-        Training epochs.
-    weight_decay : float
-        L2 weight decay.
     transform : str or None
         Name in :data:`brainlens.transforms.TRANSFORMS` that turns a (C, X, Y, Z) volume into
         this model's input; ``None`` for 3D models.
     citation : str
         One-line citation.
     notes : str
-        Deviations from the paper and settings the paper did not report.
+        Architecture details and deviations from the paper's network.
+    recipe : Recipe
+        The paper's training recipe, each value with its section (``None`` = not stated).
     transform_options : Mapping
         Default options for ``transform``.
     loss : str
@@ -50,14 +47,10 @@ class ModelSpec:
 
     builder: Callable[..., nn.Module]
     ndim: Literal[2, 3]
-    optimizer: str
-    lr: float
-    batch_size: int
-    epochs: int
-    weight_decay: float
     transform: str | None
     citation: str
     notes: str
+    recipe: Recipe
     transform_options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     loss: str = "cross_entropy"
 
@@ -78,25 +71,16 @@ def _frozen(**kw: Any) -> Mapping[str, Any]:
 MODELS: dict[str, ModelSpec] = {
     "ng2018_3d": ModelSpec(
         builder=ng2018.build,
+        recipe=RECIPES["ng2018_3d"],
         ndim=3,
-        optimizer="adam",
-        lr=1e-4,
-        batch_size=2,
-        epochs=50,
-        weight_decay=0.0,
         transform=None,
         citation="Ng et al. 2018, 3D CNN and class activation maps for migraine classification",
-        notes="Paper input (2, 121, 145, 121) = 1.5 mm grid with 2 channels. Softmax output "
-        "replaced by logits. Glorot-uniform init.",
+        notes="Softmax output replaced by logits. Glorot-uniform init.",
     ),
     "rieke2018_3d": ModelSpec(
         builder=rieke2018.build,
+        recipe=RECIPES["rieke2018_3d"],
         ndim=3,
-        optimizer="adam",
-        lr=1e-4,
-        batch_size=5,
-        epochs=20,
-        weight_decay=0.0,
         transform=None,
         citation="Rieke et al. 2018, Visualizing convolutional networks for MRI-based "
         "diagnosis of Alzheimer's disease",
@@ -107,40 +91,28 @@ MODELS: dict[str, ModelSpec] = {
     ),
     "eitel_baseline_3d": ModelSpec(
         builder=eitel2019.build_baseline,
+        recipe=RECIPES["eitel_baseline_3d"],
         ndim=3,
-        optimizer="adam",
-        lr=1e-4,
-        batch_size=8,
-        epochs=50,
-        weight_decay=1e-4,
         transform=None,
         citation="Eitel et al. 2019, Harnessing spatial MRI normalization: patch individual "
         "filter layers for CNNs (baseline)",
-        notes="Paper tuned lr, weight decay, filters and dropout per task without reporting "
-        "them: these settings are our choice. Needs >= 16 voxels per axis.",
+        notes="Filters and dropout were tuned per task and not reported: the builder's "
+        "defaults are our choice. Needs >= 16 voxels per axis.",
     ),
     "pif_3d": ModelSpec(
         builder=eitel2019.build_pif,
+        recipe=RECIPES["pif_3d"],
         ndim=3,
-        optimizer="adam",
-        lr=1e-4,
-        batch_size=8,
-        epochs=50,
-        weight_decay=1e-4,
         transform=None,
         citation="Eitel et al. 2019, Harnessing spatial MRI normalization: patch individual "
         "filter layers for CNNs",
-        notes="Settings not reported by the paper (our choice). Paper used only flips as "
-        "augmentation for PIF (translations misalign patches). Needs >= 16*grid voxels/axis.",
+        notes="Filters and dropout not reported: the builder's defaults are our choice. "
+        "Needs >= 16*grid voxels/axis.",
     ),
     "vgg3d": ModelSpec(
         builder=korolev2017.build_vgg3d,
+        recipe=RECIPES["vgg3d"],
         ndim=3,
-        optimizer="adam",
-        lr=1e-4,
-        batch_size=8,
-        epochs=150,
-        weight_decay=0.0,
         transform=None,
         citation="Korolev et al. 2017, Residual and plain convolutional neural networks for 3D "
         "brain MRI classification (VoxCNN); settings of Xing et al.'s 3D baselines",
@@ -148,12 +120,8 @@ MODELS: dict[str, ModelSpec] = {
     ),
     "resnet3d": ModelSpec(
         builder=korolev2017.build_resnet3d,
+        recipe=RECIPES["resnet3d"],
         ndim=3,
-        optimizer="adam",
-        lr=1e-4,
-        batch_size=8,
-        epochs=150,
-        weight_decay=0.0,
         transform=None,
         citation="Korolev et al. 2017, Residual and plain convolutional neural networks for 3D "
         "brain MRI classification (VoxResNet); settings of Xing et al.'s 3D baselines",
@@ -162,43 +130,30 @@ MODELS: dict[str, ModelSpec] = {
     ),
     "rao_2d": ModelSpec(
         builder=rao.build_shallow,
+        recipe=RECIPES["rao_2d"],
         ndim=2,
-        optimizer="adam",
-        lr=1e-3,
-        batch_size=32,
-        epochs=50,
-        weight_decay=0.0,
         transform="coronal_slices",
         transform_options=_frozen(count=1),
         citation="Rao, CNN lateralization of temporal lobe epilepsy from coronal MRI slices "
         "(replication of Gleichgerrcht et al. 2021)",
         notes="Exact Keras layer sizes (108,514 params at 1x160x160, 2 classes); pass "
-        "size=160 to the transform for the report's 160x160 slices. Optimizer settings "
-        "not reported: Keras Adam defaults, batch 32, 50 epochs are our choice.",
+        "size=160 to the transform for the report's 160x160 slices (recipe: paper does).",
     ),
     "rao_2d_deep": ModelSpec(
         builder=rao.build_deep,
+        recipe=RECIPES["rao_2d_deep"],
         ndim=2,
-        optimizer="adam",
-        lr=1e-3,
-        batch_size=32,
-        epochs=50,
-        weight_decay=0.0,
         transform="coronal_slices",
         transform_options=_frozen(count=1),
         citation="Rao, CNN lateralization of temporal lobe epilepsy from coronal MRI slices "
         "(deeper model, 3 classes)",
         notes="Exact Keras layer sizes (20,891 params at 1x160x160, 3 classes); dropout "
-        "rate not printed (0.5 ours). The report also re-weighted classes. Needs >= 32 px.",
+        "rate not printed (0.5 ours). Needs >= 32 px.",
     ),
     "dynimg_vgg11_att": ModelSpec(
         builder=xing_dynimg.build_dynimg_vgg11_att,
+        recipe=RECIPES["dynimg_vgg11_att"],
         ndim=2,
-        optimizer="adam",
-        lr=1e-4,
-        batch_size=16,
-        epochs=150,
-        weight_decay=0.0,
         transform="dynamic_image",
         transform_options=_frozen(axis="z"),
         citation="Xing et al., Dynamic image for 3D MRI image Alzheimer's disease "
@@ -209,12 +164,8 @@ MODELS: dict[str, ModelSpec] = {
     ),
     "avgpool_vgg11": ModelSpec(
         builder=xing_dynimg.build_avgpool_vgg11,
+        recipe=RECIPES["avgpool_vgg11"],
         ndim=2,
-        optimizer="adam",
-        lr=1e-4,
-        batch_size=16,
-        epochs=150,
-        weight_decay=0.0,
         transform="avg_pool",
         transform_options=_frozen(axis="z"),
         citation="Xing et al., Dynamic image for 3D MRI Alzheimer's disease classification "
@@ -223,12 +174,8 @@ MODELS: dict[str, ModelSpec] = {
     ),
     "maxpool_vgg11": ModelSpec(
         builder=xing_dynimg.build_maxpool_vgg11,
+        recipe=RECIPES["maxpool_vgg11"],
         ndim=2,
-        optimizer="adam",
-        lr=1e-4,
-        batch_size=16,
-        epochs=150,
-        weight_decay=0.0,
         transform="max_pool",
         transform_options=_frozen(axis="z"),
         citation="Xing et al., Dynamic image for 3D MRI Alzheimer's disease classification "
