@@ -259,3 +259,29 @@ def test_models_command_prints_each_recipe(capsys: pytest.CaptureFixture[str]) -
         following = out.splitlines()[out.splitlines().index(line) + 1]
         assert following.strip() == f"paper recipe: {recipe.brief()}", name
     assert "lr=0.0001, batch_size=2, epochs=50" in RECIPES["ng2018_3d"].brief()
+
+
+def test_parse_time_modules_do_not_import_torch() -> None:
+    """The DAG is parsed with these imports (common.smk, train.smk): no torch (~1 s) there;
+    the model registry still loads on first use of brainlens.models.MODELS."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, brainlens.config, brainlens.config_layers, brainlens.names, "
+        "brainlens.models.recipes; print('torch' in sys.modules); "
+        "from brainlens.models import MODELS; print('torch' in sys.modules, len(MODELS) > 0)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True", "True"], out.stdout + out.stderr
+
+
+def test_check_config_refuses_a_paper_recipe_the_config_cannot_feed() -> None:
+    """The same check runs in the workflow's parse and in `brainlens check`."""
+    from brainlens.config import check_config
+
+    config = _demo_config()
+    check_config(config)  # the demo's own recipe (config) is fine
+    config["train"]["recipe"] = "paper"  # rieke2018_3d's paper trained on t1w
+    with pytest.raises(ConfigError, match=r"train.recipe: paper.*train.inputs"):
+        check_config(config)

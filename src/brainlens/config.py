@@ -71,11 +71,13 @@ def check_config(config: dict[str, Any]) -> None:
     :mod:`brainlens.names` (the registries' names, without importing torch), the
     attribution methods' options, atlas names against
     :func:`brainlens.atlases.available_atlases`, the demo's ground-truth region against
-    its atlas, per-model attribution method sets against ``train.model``, and
-    left-right flips against ``lateralized``.
+    its atlas, per-model attribution method sets against ``train.model``,
+    left-right flips against ``lateralized``, and ``train.recipe`` (a paper recipe whose
+    input or grid the config does not provide).
     """
     from brainlens.atlases import available_atlases, load_atlas, region_label
     from brainlens.confounds.infold import check_confounds_config
+    from brainlens.models.recipes import train_params
 
     check_confounds_config(config)  # covariates, confounds (and the moved baselines key)
     for name in model_names(config):
@@ -84,6 +86,8 @@ def check_config(config: dict[str, Any]) -> None:
                 f"train.model: unknown model {name!r}; allowed: {sorted(MODEL_OPTIONS)}"
             )
     _check_model_options(config)
+    for name in model_names(config):
+        train_params(config, name)  # train.recipe: paper needs the paper's input and grid
     _check_method_options(config)
     atlases = available_atlases()
     for atlas in config["regions"]["atlases"]:

@@ -10,8 +10,8 @@ shared by every model of a run and drive the preprocessing and packing jobs. A p
 stopping rule is recorded, not applied: training always selects the epoch with the best
 validation value (``train.early_stopping``, from the config).
 
-The module itself imports no torch (the workflow resolves the settings at parse time;
-importing it still runs ``brainlens.models.__init__``, which does).
+The module imports no torch (the workflow resolves the settings at parse time, and
+``brainlens.models`` loads its registry only on first use).
 """
 
 from __future__ import annotations
