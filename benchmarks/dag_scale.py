@@ -46,25 +46,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from brainlens.derivatives import DERIVATIVES, derivative_path
+
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "Snakefile"
 CONFIG = REPO / "tests" / "data" / "config_tiny.yaml"
-SPACE = "MNI152NLin2009cSym"
-#: Per-scan outputs of rule preprocess_t1w (see workflow/rules/common.smk).
-SUFFIXES = [
-    f"space-{SPACE}_desc-preproc_T1w.nii.gz",
-    f"space-{SPACE}_label-GM_probseg.nii.gz",
-    f"space-{SPACE}_label-WM_probseg.nii.gz",
-    f"space-{SPACE}_label-CSF_probseg.nii.gz",
-    f"space-{SPACE}_label-GM_desc-modulated_probseg.nii.gz",
-    f"space-{SPACE}_label-WM_desc-modulated_probseg.nii.gz",
-    f"space-{SPACE}_label-CSF_desc-modulated_probseg.nii.gz",
-    "desc-brain_mask.nii.gz",
-    f"from-T1w_to-{SPACE}_mode-image_xfm.h5",
-    f"from-{SPACE}_to-T1w_mode-image_xfm.h5",
-    "desc-qc.json",
-    "desc-qc.png",
-]
 TARGETS = [
     "results/preprocess/qc.tsv",
     "results/folds/folds.tsv",
@@ -82,16 +68,6 @@ class Timing:
     jobs: int
     returncode: int
     output: str
-
-
-def _suffixes_from_workflow() -> list[str]:
-    """Return the per-scan output suffixes, checked against ``common.smk``."""
-    text = (REPO / "workflow" / "rules" / "common.smk").read_text()
-    for suffix in SUFFIXES:
-        bare = suffix.replace(SPACE, "{SPACE}")
-        if bare not in text and suffix not in text:
-            sys.exit(f"common.smk no longer names {bare!r}; update SUFFIXES in {__file__}")
-    return SUFFIXES
 
 
 def write_fake_bids(root: Path, n_scans: int) -> list[str]:
@@ -146,12 +122,11 @@ def write_fake_outputs(workdir: Path, bids: Path, ids: list[str]) -> None:
         for i, pid in enumerate(ids)
     ]
     _touch(workdir / "results" / "preprocess" / "inputs.tsv", t0 + 20, "\n".join(lines) + "\n")
-    suffixes = _suffixes_from_workflow()
     for pid in ids:
-        anat = workdir / "results" / "preprocess" / pid / "anat"
-        anat.mkdir(parents=True)
-        for suffix in suffixes:
-            p = anat / f"{pid}_{suffix}"
+        # the per-scan outputs of rule preprocess_t1w: the one naming table
+        for key in DERIVATIVES:
+            p = derivative_path(workdir / "results" / "preprocess", pid, key)
+            p.parent.mkdir(parents=True, exist_ok=True)
             p.write_bytes(b"")
             os.utime(p, (t0 + 30, t0 + 30))
     for rel in (*TARGETS, "results/preprocess/dataset_description.json"):

@@ -60,6 +60,9 @@ def sanity(results: Path) -> None:
         for _, r in d[d["passes"].notna()].iterrows():
             mode = f"@{r['mode']}" if isinstance(r["mode"], str) and r["mode"] else ""
             verdict = "PASS" if r["passes"] in (True, "True") else "FAIL"
+            if r["statistic"] == "map_positions":  # the grid the map is computed on
+                parts.append(f"grid {r['layer']} {verdict}")
+                continue
             parts.append(
                 f"{r['statistic']}{mode} {r['mean']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}] "
                 f"n={r['n_scans']} {verdict}"

@@ -317,8 +317,8 @@ def test_config_checks(tmp_path: Path) -> None:
     check_confounds_config(base | {"covariates": ["age", "sex"]})
     with pytest.raises(ConfigError, match="top-level key covariates"):
         check_confounds_config(base | {"baselines": {"covariates": ["age"]}})
-    with pytest.raises(ConfigError, match="CNN inputs are not yet harmonised.*scope: baselines"):
-        check_confounds_config(base | {"confounds": {"method": "combat"}})
+    # scope all (the default) harmonises the CNN inputs too (tests/test_confounds_cnn.py)
+    check_confounds_config(base | {"confounds": {"method": "combat"}})
     check_confounds_config(base | {"confounds": {"method": "combat", "scope": "baselines"}})
     with pytest.raises(ConfigError, match="site column 'site' is also in covariates"):
         check_confounds_config(

@@ -45,9 +45,9 @@ def test_output_names_are_the_contract():
     n = output_names("sub-01_ses-02")
     assert n["t1w"] == f"sub-01_ses-02_space-{SPACE}_desc-preproc_T1w.nii.gz"
     assert (
-        n["modulated_GM"] == f"sub-01_ses-02_space-{SPACE}_label-GM_desc-modulated_probseg.nii.gz"
+        n["gm_modulated"] == f"sub-01_ses-02_space-{SPACE}_label-GM_desc-modulated_probseg.nii.gz"
     )
-    assert n["probseg_CSF"] == f"sub-01_ses-02_space-{SPACE}_label-CSF_probseg.nii.gz"
+    assert n["csf"] == f"sub-01_ses-02_space-{SPACE}_label-CSF_probseg.nii.gz"
     assert n["brain_mask"] == "sub-01_ses-02_desc-brain_mask.nii.gz"
     assert n["xfm_to_std"] == f"sub-01_ses-02_from-T1w_to-{SPACE}_mode-image_xfm.h5"
     assert n["xfm_from_std"] == f"sub-01_ses-02_from-{SPACE}_to-T1w_mode-image_xfm.h5"
@@ -157,7 +157,7 @@ def test_run_t1w_preproc_on_synthetic_head(tmp_path, tpl_dir):
         assert (out / v).read_bytes()[:2] == b"\x1f\x8b", v
 
     shape, affine = mni_grid(2.0)
-    for key in ("t1w", "probseg_GM", "probseg_WM", "probseg_CSF", "modulated_GM"):
+    for key in ("t1w", "gm", "wm", "csf", "gm_modulated"):
         img = nib.load(out / names[key])
         assert img.shape == shape and img.get_data_dtype() == np.float32
         np.testing.assert_allclose(img.affine, affine, atol=1e-4)
@@ -253,7 +253,7 @@ def test_run_t1w_preproc_on_the_4mm_grid(tmp_path, tpl_dir):
     )  # fmt: skip
     names = output_names("sub-01")
     shape, affine = mni_grid(4.0)
-    for key in ("t1w", "probseg_GM", "modulated_GM", "modulated_WM"):
+    for key in ("t1w", "gm", "gm_modulated", "wm_modulated"):
         img = nib.load(out / names[key])
         assert img.shape == shape
         np.testing.assert_allclose(img.affine, affine, atol=1e-4)
@@ -261,5 +261,5 @@ def test_run_t1w_preproc_on_the_4mm_grid(tmp_path, tpl_dir):
     assert qc["corr_template"] > 0.85
     for t in ("gm", "wm", "csf"):
         assert qc[f"{t}_modulation_ratio"] == pytest.approx(1.0, abs=0.05)
-    side = json.loads((out / names["modulated_GM"].replace(".nii.gz", ".json")).read_text())
+    side = json.loads((out / names["gm_modulated"].replace(".nii.gz", ".json")).read_text())
     assert side["Resolution"] == 4.0 and side["OutputsResampledFromGridResolution"] == 2.0

@@ -508,9 +508,11 @@ def test_report_shows_cascade_curves_areas_and_verdicts(stage: dict, tmp_path: P
 def test_removed_sanity_keys_name_the_new_one(key: str) -> None:
     import yaml
 
-    from brainlens.config import check_config
+    from brainlens.config import check_config, validate_config
 
-    config = yaml.safe_load((Path(__file__).parent / "data" / "config_small.yaml").read_text())
+    tests = Path(__file__).parent
+    config = yaml.safe_load((tests / "data" / "config_small.yaml").read_text())
+    validate_config(config, tests.parent / "workflow" / "schemas" / "config.schema.yaml")
     check_config(config)
     config["attribution"]["sanity"][key] = 1
     with pytest.raises(ConfigError, match=rf"attribution.sanity.{key}: removed.*scans_per_class"):

@@ -451,6 +451,44 @@ def read_folds(path: str | Path) -> pd.DataFrame:
     return df
 
 
+def fold_part(
+    folds: pd.DataFrame, fold: int, role: str | Sequence[str] | None = None
+) -> pd.DataFrame:
+    """The rows of one fold (of one role, of several, or of all), with a ``scan_id`` column.
+
+    Parameters
+    ----------
+    folds : pandas.DataFrame
+        A folds table (:func:`read_folds`): ``participant_id``, ``session_id``, ``fold``,
+        ``role`` per row.
+    fold : int
+        The fold.
+    role : str or sequence of str, optional
+        One of :data:`ROLES`, several of them, or None for every row of the fold.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The matching rows in table order, index reset, plus ``scan_id`` (:func:`scan_id`).
+
+    Raises
+    ------
+    ConfigError
+        ``role`` names a role not in :data:`ROLES`.
+    """
+    keep = folds["fold"] == int(fold)
+    if role is not None:
+        roles = [role] if isinstance(role, str) else list(role)
+        if unknown := sorted(set(roles) - set(ROLES)):
+            raise ConfigError(f"fold role(s) {unknown}: expected some of {list(ROLES)}")
+        keep &= folds["role"].isin(roles)
+    part = folds[keep].copy()
+    part["scan_id"] = [
+        scan_id(p, s) for p, s in zip(part["participant_id"], part["session_id"], strict=True)
+    ]
+    return part.reset_index(drop=True)
+
+
 def write_folds(
     scans: str | Path | pd.DataFrame,
     out_tsv: str | Path,

@@ -7,10 +7,15 @@ in RAS+ voxel order. At 1.5 mm this is the CAT12 grid of 121 x 145 x 121 voxels.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
+from brainlens.derivatives import (  # noqa: F401 (re-exported: names live in derivatives)
+    HEAD_SPACE,
+    SPACE,
+    TEMPLATE_KEYS,
+    res_label,
+    template_paths,
+)
 from brainlens.errors import ConfigError
 
 #: The lower corner of the bounding box (mm, RAS+), i.e. the centre of voxel (0, 0, 0).
@@ -19,8 +24,6 @@ BBOX_MIN = np.array([-90.0, -126.0, -72.0])
 BBOX_MAX = np.array([90.0, 90.0, 108.0])
 #: Resolutions the workflow supports (mm, isotropic).
 RESOLUTIONS = (1.0, 1.5, 2.0, 4.0)
-#: The name of the template space written into file names.
-SPACE = "MNI152NLin2009cSym"
 #: Grid (mm) every scan is registered on: finer analysis grids register against the
 #: template resampled to it (cost), coarser ones register and segment here and only
 #: resample their outputs (a 4 mm registration carries half the demo's atrophy effect).
@@ -73,45 +76,3 @@ def registration_grid(resolution: float) -> float | None:
     """
     mni_grid(resolution)  # validates
     return REGISTRATION_RESOLUTION if float(resolution) > REGISTRATION_RESOLUTION + 1e-6 else None
-
-
-def res_label(resolution: float) -> str:
-    """File-name-safe label of a resolution: 1.5 -> ``"1p5"``, 2.0 -> ``"2"``."""
-    return f"{float(resolution):g}".replace(".", "p")
-
-
-#: Keys of the dict returned by :func:`brainlens.templates.build_templates` (stable contract).
-TEMPLATE_KEYS = ("t1w", "brain_mask", "gm", "wm", "csf", "head", "head_mask")
-#: Space of the head (with skull) template used for template-based skull stripping.
-HEAD_SPACE = "MNI152NLin6Asym"
-
-
-def template_paths(out_dir: Path, resolution: float) -> dict[str, Path]:
-    """File names :func:`brainlens.templates.build_templates` writes (without building anything).
-
-    Parameters
-    ----------
-    out_dir : Path
-        Folder of the templates.
-    resolution : float
-        Grid resolution in mm (1, 1.5, 2 or 4).
-
-    Returns
-    -------
-    dict of str to Path
-        Keys :data:`TEMPLATE_KEYS` plus ``"provenance"``.
-    """
-    out_dir = Path(out_dir)
-    r = res_label(resolution)
-    stem = f"tpl-{SPACE}_res-{r}"
-    head = f"tpl-{HEAD_SPACE}_res-{r}"
-    return {
-        "t1w": out_dir / f"{stem}_T1w.nii.gz",
-        "brain_mask": out_dir / f"{stem}_desc-brain_mask.nii.gz",
-        "gm": out_dir / f"{stem}_label-GM_probseg.nii.gz",
-        "wm": out_dir / f"{stem}_label-WM_probseg.nii.gz",
-        "csf": out_dir / f"{stem}_label-CSF_probseg.nii.gz",
-        "head": out_dir / f"{head}_T1w.nii.gz",
-        "head_mask": out_dir / f"{head}_desc-brain_mask.nii.gz",
-        "provenance": out_dir / "provenance.json",
-    }

@@ -6,7 +6,8 @@
 the scan's content hash (used by the leakage audit to catch the same image under two
 IDs). With ``on_invalid="fail"`` any invalid scan stops the run with one error that
 lists every bad file and its fix; with ``"exclude"`` the bad scans are recorded, left
-out of everything downstream, and listed in the report.
+out of everything downstream, and listed in the report. :func:`usable_scans` is the one
+filter for the scans that go on.
 """
 
 from __future__ import annotations
@@ -33,6 +34,50 @@ COLUMNS = [
     "problem",
     "image_hash",
 ]
+#: The ``status`` of a scan that passed the input checks (the others: invalid, excluded).
+USABLE = "ok"
+
+
+def usable_mask(table: pd.DataFrame) -> pd.Series:
+    """True for the rows of an input table (``inputs.tsv``) whose scan passed the checks.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        One row per scan with a ``status`` column (:func:`check_dataset`).
+
+    Returns
+    -------
+    pandas.Series of bool, shape (n_rows,)
+        ``status == "ok"`` (:data:`USABLE`), on the table's index.
+
+    Raises
+    ------
+    DatasetError
+        The table has no ``status`` column.
+    """
+    if "status" not in table.columns:
+        raise DatasetError(
+            f"input table: no 'status' column (columns {list(table.columns)}). Fix: pass "
+            "the table check_dataset writes (results/preprocess/inputs.tsv)"
+        )
+    return table["status"] == USABLE
+
+
+def usable_scans(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of an input table (``inputs.tsv``) whose scan passed the input checks.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        One row per scan with a ``status`` column (:func:`check_dataset`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The rows of :func:`usable_mask`, in table order, index kept.
+    """
+    return table[usable_mask(table)]
 
 
 def check_dataset(
@@ -136,9 +181,10 @@ def check_dataset(
             + "\nFix each file, or set preprocess.on_invalid_scan: exclude to leave them out "
             "(they are then listed in the report)."
         )
-    for problem in table.loc[table["status"] != "ok", "problem"]:
+    usable = usable_mask(table)
+    for problem in table.loc[~usable, "problem"]:
         log.warning("excluded: %s", problem)
-    if (table["status"] == "ok").sum() == 0:
+    if not usable.any():
         raise DatasetError("no scan passed the input checks; see the problems above")
     out_tsv = Path(out_tsv)
     out_tsv.parent.mkdir(parents=True, exist_ok=True)

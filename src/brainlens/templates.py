@@ -1,19 +1,20 @@
 """Template and tissue-prior images on the MNI analysis grid, built from offline package data.
 
 :func:`build_templates` writes, on :func:`brainlens.grid.mni_grid` at the requested
-resolution (RAS+, float32 unless noted):
+resolution (RAS+, float32 unless noted), the files named by
+:data:`brainlens.derivatives.TEMPLATES` (e.g. ``tpl-MNI152NLin2009cSym_res-2_T1w.nii.gz``):
 
-======================  ==============================================================  =========================================
-key                     file name (``<res>`` = :func:`brainlens.grid.res_label`)         source
-======================  ==============================================================  =========================================
-``"t1w"``               ``tpl-MNI152NLin2009cSym_res-<res>_T1w.nii.gz``                  nilearn ``mni_icbm152_t1_tal_nlin_sym_09a``
-``"brain_mask"``        ``tpl-MNI152NLin2009cSym_res-<res>_desc-brain_mask.nii.gz``      T1 > 0.2 max, holes filled (uint8)
-``"gm"``/``"wm"``       ``tpl-MNI152NLin2009cSym_res-<res>_label-{GM,WM}_probseg.nii.gz`` nilearn GM / WM maps / 255
-``"csf"``               ``tpl-MNI152NLin2009cSym_res-<res>_label-CSF_probseg.nii.gz``     clip(soft brain mask - GM - WM, 0, 1)
-``"head"``              ``tpl-MNI152NLin6Asym_res-<res>_T1w.nii.gz``                     vendored FSL MNI152NLin6Asym 2 mm head
-``"head_mask"``         ``tpl-MNI152NLin6Asym_res-<res>_desc-brain_mask.nii.gz``         its brain mask (uint8)
-``"provenance"``        ``provenance.json``                                              sources, versions, licences, sha256
-======================  ==============================================================  =========================================
+==================  ==========================================================================
+key                 source
+==================  ==========================================================================
+``"t1w"``           nilearn ``mni_icbm152_t1_tal_nlin_sym_09a``
+``"brain_mask"``    T1 > 0.2 max, holes filled (uint8)
+``"gm"``/``"wm"``   nilearn GM / WM maps / 255
+``"csf"``           clip(soft brain mask - GM - WM, 0, 1)
+``"head"``          vendored FSL MNI152NLin6Asym 2 mm head (``tpl-MNI152NLin6Asym``)
+``"head_mask"``     its brain mask (uint8)
+``"provenance"``    ``provenance.json``: sources, versions, licences, sha256
+==================  ==========================================================================
 
 The nilearn T1 is brain-only (skull stripped) and the head template is in a slightly
 different MNI flavour (NLin6Asym); the head pair is used only to carry a brain mask back
@@ -33,15 +34,13 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from brainlens._io import save_nifti, write_text_atomic
-from brainlens.errors import InputFileError
-from brainlens.grid import (  # noqa: F401 (template_paths, TEMPLATE_KEYS re-exported)
-    HEAD_SPACE,
+from brainlens.derivatives import (  # noqa: F401 (template_paths, TEMPLATE_KEYS re-exported)
     SPACE,
     TEMPLATE_KEYS,
-    mni_grid,
-    res_label,
     template_paths,
 )
+from brainlens.errors import InputFileError
+from brainlens.grid import mni_grid
 
 _NILEARN_FILES = {
     "t1w": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",

@@ -1,4 +1,17 @@
 # Attribution maps per model, method and fold, on the test scans of that fold.
+# With confounds.scope: all (HARMONISE_CNN, confounds.smk) a model trained on harmonised
+# inputs is explained on them: attribute and sanity_checks get the fold's confound files
+# (brainlens reads them from model.pt and checks them against these) and the baselines of
+# attribution_baseline_harmonised (means of the harmonised training inputs). Off, every
+# input and param below is as it was.
+BASELINE_DIR = (
+    "results/attribution/baselines/harmonised" if HARMONISE_CNN else "results/attribution/baselines"
+)
+#: baseline_input (common.smk), from BASELINE_DIR.
+attribute_baseline_input = lambda wc: {
+    k: v.replace("results/attribution/baselines", BASELINE_DIR)
+    for k, v in baseline_input(wc).items()
+}
 
 
 rule attribution_baseline:
@@ -20,9 +33,32 @@ rule attribution_baseline:
         "../../scripts/attribution_baseline.py"
 
 
+# Means of the harmonised training inputs (brainlens.confounds.inputs), only when
+# HARMONISE_CNN; attribution_baseline stays the raw one.
+rule attribution_baseline_harmonised:
+    input:
+        unpack(cnn_confound_inputs),
+        packs=expand("results/pack/{input}.npy", input=INPUTS),
+        indexes=expand("results/pack/{input}.tsv", input=INPUTS),
+        folds="results/folds/folds.tsv",
+    output:
+        npy="results/attribution/baselines/harmonised/fold-{fold}.npy",
+        json="results/attribution/baselines/harmonised/fold-{fold}.json",
+    log:
+        "logs/attribution/baselines/harmonised/fold-{fold}.log",
+    localrule: True
+    conda:
+        "../../envs/attribution.yaml"
+    params:
+        baseline=canonical(config["attribution"]["baseline"]),
+    script:
+        "../../scripts/attribution_baseline_harmonised.py"
+
+
 rule attribute:
     input:
-        unpack(baseline_input),
+        unpack(attribute_baseline_input),
+        unpack(cnn_confound_inputs),
         model="results/train/{model}/fold-{fold}/model.pt",
         packs=expand("results/pack/{input}.npy", input=INPUTS),
         indexes=expand("results/pack/{input}.tsv", input=INPUTS),
@@ -57,13 +93,15 @@ rule attribute:
 
 rule sanity_checks:
     input:
+        # harmonised models: every fold's confound files (none when off)
+        unpack(cnn_confound_inputs_all_folds),
         models=expand("results/train/{{model}}/fold-{fold}/model.pt", fold=FOLDS),
         tables=expand("results/attribution/{{model}}/{{method}}/fold-{fold}.tsv", fold=FOLDS),
         packs=expand("results/pack/{input}.npy", input=INPUTS),
         indexes=expand("results/pack/{input}.tsv", input=INPUTS),
         folds="results/folds/folds.tsv",
-        baselines=expand("results/attribution/baselines/fold-{fold}.npy", fold=FOLDS),
-        baseline_jsons=expand("results/attribution/baselines/fold-{fold}.json", fold=FOLDS),
+        baselines=expand("{dir}/fold-{fold}.npy", dir=BASELINE_DIR, fold=FOLDS),
+        baseline_jsons=expand("{dir}/fold-{fold}.json", dir=BASELINE_DIR, fold=FOLDS),
         # attribution.sanity.random_label_run: that run's fold models (none when null)
         random_label_models=expand(
             "{run}/train/{{model}}/fold-{fold}/model.pt",

@@ -17,7 +17,9 @@ from brainlens.config import (
     model_names,
 )
 from brainlens.config_layers import resolve_config
-from brainlens.grid import SPACE, registration_grid, res_label
+from brainlens.derivatives import DERIVATIVES, derivative_path, derivative_pattern, scan_dir
+from brainlens.grid import registration_grid, res_label
+from brainlens.inputs import usable_scans
 from brainlens.names import METHOD_OPTIONS, method_base
 from brainlens.seeding import derive_seed
 from brainlens.synthetic import DemoSpec, plan_dataset, scan_relpath
@@ -120,32 +122,20 @@ wildcard_constraints:
     res=r"[0-9]+(p[0-9]+)?",
 
 
-#: BIDS-Derivatives names of one scan's outputs, relative to its anat/ folder.
-PREPROC_SUFFIXES = {
-    "t1w": f"space-{SPACE}_desc-preproc_T1w.nii.gz",
-    "gm": f"space-{SPACE}_label-GM_probseg.nii.gz",
-    "wm": f"space-{SPACE}_label-WM_probseg.nii.gz",
-    "csf": f"space-{SPACE}_label-CSF_probseg.nii.gz",
-    "gm_modulated": f"space-{SPACE}_label-GM_desc-modulated_probseg.nii.gz",
-    "wm_modulated": f"space-{SPACE}_label-WM_desc-modulated_probseg.nii.gz",
-    "csf_modulated": f"space-{SPACE}_label-CSF_desc-modulated_probseg.nii.gz",
-    "mask": "desc-brain_mask.nii.gz",
-    "xfm": f"from-T1w_to-{SPACE}_mode-image_xfm.h5",
-    "xfm_inv": f"from-{SPACE}_to-T1w_mode-image_xfm.h5",
-    "qc": "desc-qc.json",
-    "qc_png": "desc-qc.png",
-}
+#: Root of the preprocessing derivatives: a scan's files are named by the one table,
+#: brainlens.derivatives.DERIVATIVES (key -> name; the keys are train.inputs' names).
+PREPROC_ROOT = "results/preprocess"
 
 
 def preproc_path(scan, key):
-    """Path of one preprocessing output of a scan."""
-    return f"results/preprocess/{SCANS.loc[scan, 'subdir']}/anat/{scan}_{PREPROC_SUFFIXES[key]}"
+    """Path of one preprocessing output of a scan (a DERIVATIVES key)."""
+    return str(derivative_path(PREPROC_ROOT, scan, key))
 
 
 def checked_scans():
     """Scans that passed the input checks (evaluated after the check_inputs checkpoint)."""
     table = pd.read_csv(checkpoints.check_inputs.get().output.table, sep="\t", dtype=str)
-    return table.loc[table["status"] == "ok", "scan"].tolist()
+    return usable_scans(table)["scan"].tolist()
 
 
 def canonical(value):
@@ -207,7 +197,7 @@ def preprocess_jobs():
             "scan": scan,
             "participant_id": row.participant_id,
             "session_id": row.session_id,
-            "outputs": [preproc_path(scan, key) for key in PREPROC_SUFFIXES],
+            "outputs": [preproc_path(scan, key) for key in DERIVATIVES],
             "log": f"logs/preprocess/{row.subdir}/{scan}.log",
         }
         for scan, row in SCANS.iterrows()

@@ -1,8 +1,11 @@
-# Covariates, TIV and in-fold confound removal of the linear baselines (brainlens.confounds).
-# Included before train.smk: train_linear and linear_pattern take confound_inputs.
+# Covariates, TIV and in-fold confound removal (brainlens.confounds) of the linear
+# baselines and, with confounds.scope: all, of the CNN inputs. Included before train.smk:
+# train_linear and linear_pattern take confound_inputs; train_model, attribute,
+# attribution_baseline_harmonised and sanity_checks take cnn_confound_inputs.
 from types import SimpleNamespace
 
 from brainlens.confounds.infold import confound_settings
+from brainlens.confounds.inputs import INPUTS_KIND, cnn_confound_spec, spec_rule_inputs
 from brainlens.linear.confounds import confound_rule_inputs, tiv_rule_inputs
 
 COVARIATES = config["covariates"]
@@ -14,6 +17,32 @@ confound_inputs = lambda wc: confound_rule_inputs(
     method=CONFOUNDS["method"],
     covariates=COVARIATES,
     participants_tsv=f"{BIDS_DIR}/participants.tsv",
+)
+#: The CNN inputs are harmonised in each fold (results/confounds/inputs/fold-<k>.*).
+HARMONISE_CNN = CONFOUNDS["method"] != "none" and CONFOUNDS["scope"] == "all"
+#: One fold's confound files as brainlens.confounds.inputs takes them ({} when off).
+cnn_spec = lambda fold: cnn_confound_spec(
+    fold,
+    harmonise=HARMONISE_CNN,
+    participants_tsv=f"{BIDS_DIR}/participants.tsv",
+    tiv_tsv=tiv_rule_inputs(COVARIATES).get("tiv"),
+)
+#: Named inputs of one fold's harmonised CNN jobs, of all folds (sanity_checks), and the
+#: train_fold keyword: all {} when off, so those rules' inputs and params are unchanged.
+cnn_confound_inputs = lambda wc: spec_rule_inputs([cnn_spec(wc.fold)], lists=False)
+cnn_confound_inputs_all_folds = lambda wc: spec_rule_inputs(
+    [cnn_spec(k) for k in FOLDS], lists=True
+)
+confounds_param = lambda wc: ({"confounds": cnn_spec(wc.fold)} if HARMONISE_CNN else {})
+#: Feature sources of fit_confounds: the CNN packs (inputs), or a baseline's features
+#: (voxels, regions) as train_linear gets them.
+confound_fit_inputs = lambda wc: (
+    {
+        "packs": expand("results/pack/{input}.npy", input=INPUTS),
+        "indexes": expand("results/pack/{input}.tsv", input=INPUTS),
+    }
+    if wc.kind == INPUTS_KIND
+    else linear_inputs(SimpleNamespace(model=f"linear_svm_{wc.kind}"))
 )
 
 
@@ -45,8 +74,7 @@ rule tiv:
 
 rule fit_confounds:
     input:
-        # the feature sources of the kind, as train_linear gets them
-        unpack(lambda wc: linear_inputs(SimpleNamespace(model=f"linear_svm_{wc.kind}"))),
+        unpack(confound_fit_inputs),
         **tiv_rule_inputs(COVARIATES),
         folds="results/folds/folds.tsv",
         participants=f"{BIDS_DIR}/participants.tsv",
@@ -56,7 +84,7 @@ rule fit_confounds:
     log:
         "logs/confounds/{kind}/fold-{fold}.log",
     wildcard_constraints:
-        kind="voxels|regions",
+        kind="voxels|regions|inputs",
     conda:
         "../../envs/train.yaml"
     threads: 1

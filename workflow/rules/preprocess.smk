@@ -27,10 +27,7 @@ rule preprocess_t1w:
         t1w=raw_t1w,
         templates=TEMPLATES,
     output:
-        **{
-            key: f"results/preprocess/{{subdir}}/anat/{{scan}}_{suffix}"
-            for key, suffix in PREPROC_SUFFIXES.items()
-        },
+        **{key: derivative_pattern(PREPROC_ROOT, key) for key in DERIVATIVES},
     log:
         "logs/preprocess/{subdir}/{scan}.log",
     group:
@@ -46,7 +43,7 @@ rule preprocess_t1w:
         skullstrip=config["preprocess"]["skullstrip"],
         segmentation_grid=config["preprocess"]["segmentation_grid"],
         seed=derive_seed(config["seed"], "preprocess"),
-        out_dir=lambda wc: f"results/preprocess/{wc.subdir}/anat",
+        out_dir=lambda wc: str(scan_dir(PREPROC_ROOT, wc.scan)),
         work_dir=lambda wc: f"work/preprocess/{wc.scan}",
     script:
         "../../scripts/preprocess_t1w.py"
@@ -54,7 +51,7 @@ rule preprocess_t1w:
 
 rule qc_table:
     input:
-        qc=lambda wc: [preproc_path(s, "qc") for s in checked_scans()],
+        qc=lambda wc: [preproc_path(s, "qc_json") for s in checked_scans()],
         inputs="results/preprocess/inputs.tsv",
     output:
         table="results/preprocess/qc.tsv",

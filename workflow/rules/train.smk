@@ -1,9 +1,8 @@
 # Pack the preprocessed maps once, train one model per fold, summarise the metrics.
 from brainlens.models.recipes import train_params
 
-# train.recipe resolved now for every configured model (brainlens.models.recipes): a
-# paper recipe that does not fit the config stops the run here, before any job.
-TRAIN_PARAMS = {m: canonical(train_params(config, m)) for m in model_names(config)}
+# train.recipe is resolved for every configured model by brainlens.config.check_config
+# (common.smk, and `brainlens check`): a paper recipe that does not fit stops the parse.
 
 
 rule pack:
@@ -27,6 +26,8 @@ rule pack:
 
 rule train_model:
     input:
+        # the fold's confound files when the CNN inputs are harmonised, else nothing
+        unpack(cnn_confound_inputs),
         packs=expand("results/pack/{input}.npy", input=INPUTS),
         indexes=expand("results/pack/{input}.tsv", input=INPUTS),
         folds="results/folds/folds.tsv",
@@ -52,7 +53,9 @@ rule train_model:
         runtime=240,
     params:
         inputs=INPUTS,
-        train=lambda wc: canonical(train_params(config, wc.model)),
+        # + confounds (the fold's files, also inputs above) when harmonised; carried in
+        # train, which the script passes on, so that its script stays unchanged
+        train=lambda wc: canonical(train_params(config, wc.model) | confounds_param(wc)),
         lateralized=config["lateralized"],
         # a changed config replaces the run: an old checkpoint must not be resumed
         on_stale_checkpoint="restart",

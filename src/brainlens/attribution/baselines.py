@@ -21,15 +21,22 @@ Every baseline file has a JSON sidecar naming the scans it was computed from
 (``roles: ["train"]``); :func:`check_baseline_provenance` is the leakage audit that
 the attribution stage runs before using a baseline: a validation or test scan in
 the sidecar is a :class:`~brainlens.errors.LeakageError`.
+
+With in-fold confound removal of the CNN inputs (``confounds``,
+:mod:`brainlens.confounds.inputs`) the means are means of the **harmonised** training
+inputs (the inputs the model was trained on), and the sidecar records the
+harmonisation (``input_space: harmonised``, ``confounds``: files and SHA-256), which
+the attribution stage checks against the model's; ``blur`` blurs the harmonised scan.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,7 +44,7 @@ from scipy.ndimage import gaussian_filter
 
 from brainlens.attribution._common import AttributionError
 from brainlens.errors import ConfigError, InputFileError, LeakageError
-from brainlens.folds import read_folds, scan_id
+from brainlens.folds import fold_part, read_folds
 from brainlens.packing import open_pack
 
 BASELINE_KINDS = ("zero", "train_mean", "train_control_mean", "blur")
@@ -167,12 +174,16 @@ class Baseline:
         The training scans it was computed from (empty for ``zero`` and ``blur``).
     sigma_voxels : tuple of float or None
         Gaussian SD per axis of ``blur``.
+    confounds : dict or None
+        The harmonisation of the inputs it was computed from
+        (:meth:`brainlens.confounds.inputs.InputConfounds.record`); None: raw inputs.
     """
 
     kind: str
     array: np.ndarray
     scan_ids: tuple[str, ...] = ()
     sigma_voxels: tuple[float, ...] | None = None
+    confounds: dict[str, Any] | None = None
 
     def for_scan(self, x: np.ndarray) -> np.ndarray:
         """The baseline of one scan.
@@ -203,13 +214,12 @@ ZERO_BASELINE = Baseline(kind="zero", array=np.zeros(0, np.float32))
 
 
 def _train_scans(folds_tsv: Path, fold: int) -> tuple[list[str], list[str]]:
-    folds = read_folds(folds_tsv)
-    part = folds[(folds["fold"] == int(fold)) & folds["role"].isin(BASELINE_ROLES)]
+    part = fold_part(read_folds(folds_tsv), fold, BASELINE_ROLES)
     if part.empty:
         raise InputFileError(
             folds_tsv, f"fold {fold} has no training scans", "regenerate the folds table"
         )
-    ids = [scan_id(p, s) for p, s in zip(part["participant_id"], part["session_id"], strict=True)]
+    ids = list(part["scan_id"])
     order = np.argsort(ids)
     return [ids[i] for i in order], [str(part["label"].iloc[i]) for i in order]
 
@@ -218,8 +228,22 @@ def _voxel_sizes(affine: np.ndarray) -> np.ndarray:
     return np.sqrt((np.asarray(affine, float)[:3, :3] ** 2).sum(axis=0))
 
 
-def _mean_of_scans(packs: Sequence[tuple[Path, Path]], ids: Sequence[str]) -> np.ndarray:
-    """Channel-stacked mean of some scans, read in chunks (packs may be large)."""
+def _mean_of_scans(
+    packs: Sequence[tuple[Path, Path]], ids: Sequence[str], harmonise: Any | None = None
+) -> np.ndarray:
+    """Channel-stacked mean of some scans, read in chunks (packs may be large).
+
+    ``harmonise`` (an :class:`~brainlens.confounds.inputs.InputConfounds`): the mean of
+    the harmonised scans.
+    """
+    if harmonise is not None:
+        from brainlens.attribution.fold import load_volumes
+
+        total = np.zeros((len(packs), *open_pack(*packs[0]).shape), np.float64)
+        for start in range(0, len(ids), 16):
+            chunk = list(ids[start : start + 16])
+            total += load_volumes(packs, chunk, harmonise)[0].astype(np.float64).sum(axis=0)
+        return (total / len(ids)).astype(np.float32)
     chans = []
     for npy, index in packs:
         pack = open_pack(npy, index)
@@ -241,6 +265,7 @@ def write_fold_baseline(
     blur_fwhm_mm: float = 12.0,
     out_npy: Path,
     out_json: Path,
+    confounds: Mapping[str, Any] | None = None,
 ) -> Baseline:
     """Compute one fold's baseline from its training part and write it with a sidecar.
 
@@ -259,6 +284,11 @@ def write_fold_baseline(
     out_npy, out_json : Path
         ``out_npy``: float32 array (C, X, Y, Z) (zero-size for ``blur``); ``out_json``:
         ``{kind, fold, control_class, roles, scan_ids, n_scans, shape, ...}``.
+    confounds : mapping, optional
+        The fold's confound files ``{"npz", "json", "participants", "tiv"}``
+        (:func:`brainlens.confounds.inputs.open_input_confounds`, audited first): the
+        means are of the harmonised training inputs; the sidecar adds
+        ``input_space: harmonised`` and ``confounds``. None: raw inputs.
 
     Returns
     -------
@@ -268,6 +298,17 @@ def write_fold_baseline(
     ids, labels = _train_scans(Path(folds_tsv), fold)
     first = open_pack(*packs[0])
     shape = (len(packs), *first.shape)
+    harmonise = None
+    if confounds is not None:
+        from brainlens.confounds.inputs import open_input_confounds
+
+        harmonise = open_input_confounds(
+            confounds,
+            folds_tsv=folds_tsv,
+            fold=fold,
+            channels=[Path(npy).stem for npy, _ in packs],
+            grid_shape=first.shape,
+        )
     sigma = None
     used: list[str] = []
     if kind == "zero":
@@ -285,7 +326,7 @@ def write_fold_baseline(
                     f"{sorted(set(labels))}). Fix: name one of them"
                 )
             used = [i for i, lab in zip(ids, labels, strict=True) if lab == control_class]
-        array = _mean_of_scans(packs, used)
+        array = _mean_of_scans(packs, used, harmonise)
     meta = {
         "kind": kind,
         "fold": int(fold),
@@ -296,6 +337,8 @@ def write_fold_baseline(
         "shape": list(array.shape),
         "inputs": [Path(npy).name for npy, _ in packs],
     }
+    if harmonise is not None:
+        meta.update(input_space="harmonised", confounds=harmonise.record())
     if kind == "blur":
         meta.update(
             blur_fwhm_mm=float(blur_fwhm_mm),
@@ -306,7 +349,13 @@ def write_fold_baseline(
     Path(out_npy).parent.mkdir(parents=True, exist_ok=True)
     np.save(out_npy, array)
     Path(out_json).write_text(json.dumps(meta, indent=2) + "\n")
-    return Baseline(kind=kind, array=array, scan_ids=tuple(used), sigma_voxels=sigma)
+    return Baseline(
+        kind=kind,
+        array=array,
+        scan_ids=tuple(used),
+        sigma_voxels=sigma,
+        confounds=None if harmonise is None else harmonise.record(),
+    )
 
 
 def _read_sidecar(json_path: Path) -> dict:
@@ -352,6 +401,7 @@ def read_baseline(npy: Path, json_path: Path) -> Baseline:
         array=array,
         scan_ids=tuple(meta["scan_ids"]),
         sigma_voxels=tuple(sigma) if sigma is not None else None,
+        confounds=meta.get("confounds"),
     )
 
 
@@ -376,12 +426,8 @@ def check_baseline_provenance(json_path: Path, folds_tsv: Path, fold: int) -> No
             f"{json_path}: baseline computed from roles {meta['roles']}; expected only "
             f"{list(BASELINE_ROLES)}. Fix: re-run attribution_baseline"
         )
-    folds = read_folds(folds_tsv)
-    part = folds[folds["fold"] == int(fold)]
-    role = {
-        scan_id(p, s): r
-        for p, s, r in zip(part["participant_id"], part["session_id"], part["role"], strict=True)
-    }
+    part = fold_part(read_folds(folds_tsv), fold)
+    role = dict(zip(part["scan_id"], part["role"], strict=True))
     bad = [(s, role.get(s, "not in the folds table")) for s in meta["scan_ids"]]
     bad = [(s, r) for s, r in bad if r not in BASELINE_ROLES]
     if bad or int(meta["n_scans"]) != len(meta["scan_ids"]):

@@ -34,7 +34,11 @@ regions. The rule reads the architecture and the input grid only, never the data
 The maps compared and perturbed are recomputed here with the configured options and,
 for methods that take one (integrated gradients, occlusion), the fold's baseline, as
 the attribution stage does; so the reference and the randomised maps come from one
-code path. The ground-truth scores read the saved maps.
+code path. The ground-truth scores read the saved maps. A model trained on harmonised
+inputs (``confounds.method``, ``scope: all``) is checked on the same harmonised scans
+and harmonised baseline as the attribute stage uses
+(:func:`~brainlens.attribution.fold.model_harmonisation`); the table then has an
+``input_space`` column.
 
 Cost: one map per randomisation step (``1 + groups`` cascading, ``groups - 1`` more
 independent; ``cascade: false`` maps step 0 and the fully random model only) plus
@@ -63,7 +67,14 @@ from brainlens.attribution.check_inputs import (
     random_label_model,
     select_scans,
 )
-from brainlens.attribution.fold import _method_options, _model_input, load_volumes
+from brainlens.attribution.fold import (
+    _method_options,
+    _model_input,
+    check_baseline_space,
+    input_space,
+    load_volumes,
+    model_harmonisation,
+)
 from brainlens.attribution.methods import attribute, get_method, map_grid
 from brainlens.attribution.sanity import (
     area_under_curve,
@@ -243,19 +254,24 @@ def _check_fold(
     gt: Mapping | None,
     atlas: np.ndarray | None,
     random_label_path: Path | None = None,
+    confounds: Mapping[str, Any] | None = None,
 ) -> tuple[list[dict], list[pd.DataFrame], list[pd.DataFrame]]:
     """:func:`check_scan` on the chosen scans of one fold, with that fold's model."""
     model, meta = load_trained_model(path.parent)
     rl_model = random_label_model(random_label_path, meta)
     to_input = _model_input(meta)
     fold = int(group["fold"].iloc[0])
+    harmonise = model_harmonisation(
+        meta, confounds, folds_tsv=folds_tsv, fold=fold, model_path=path
+    )
     base = fold_baseline(baseline_files, folds_tsv, fold)
+    check_baseline_space(base, harmonise, None if baseline_files is None else baseline_files[0])
     domain = share = None
     uses_baseline = "baseline" in get_method(method).options()
     rows, cascades, curves = [], [], []
     for rec in group.to_dict("records"):
         start = time.perf_counter()
-        volume, _ = load_volumes(packs, [rec["scan_id"]])
+        volume, _ = load_volumes(packs, [rec["scan_id"]], harmonise)
         x = to_input(torch.from_numpy(volume))
         b = to_input(torch.from_numpy(base.for_scan(volume[0])[None]))
         if domain is None:
@@ -284,6 +300,7 @@ def _check_fold(
             | {"map_grid": "x".join(map(str, grid)), "map_positions_min": min(grid)}
             | row
             | {"baseline_kind": base.kind}
+            | input_space(harmonise)
             | _scan_gt(rec, gt, atlas)
         )
         cascades.append(cascade.assign(**key))
@@ -312,6 +329,7 @@ def run_sanity_checks(
     templates_dir: Path | None = None,
     resolution: float | None = None,
     random_label_models: Sequence[Path] | None = None,
+    confounds: Sequence[Mapping[str, Any]] | None = None,
 ) -> pd.DataFrame:
     """Randomisation, deletion/insertion and ground-truth checks of one model and method.
 
@@ -346,6 +364,11 @@ def run_sanity_checks(
     random_label_models : sequence of Path, optional
         ``model.pt`` per fold (same order) of a random-label run of the same config: adds
         the data randomisation test (``spearman_*_random_labels`` columns).
+    confounds : sequence of mapping, optional
+        Per fold (same order as ``model_paths``) its confound files ``{"npz", "json",
+        "participants", "tiv"}``; default those each ``model.pt`` records (a harmonised
+        model is checked on harmonised inputs, see
+        :func:`~brainlens.attribution.fold.model_harmonisation`).
 
     Returns
     -------
@@ -358,6 +381,11 @@ def run_sanity_checks(
     opts = _method_options(method, options, atlas)
     brain = load_brain_mask(templates_dir, resolution, atlas, atlas_nii)
     tables = [pd.read_csv(p, sep="\t", dtype={"label": str}) for p in attribution_tables]
+    if confounds is not None and len(confounds) != len(model_paths):
+        raise ConfigError(
+            f"sanity_checks: {len(confounds)} confound specs for {len(model_paths)} folds; "
+            "expected one per fold"
+        )
     if baselines is not None and len(baselines) != len(model_paths):
         raise ConfigError(
             f"sanity_checks: {len(baselines)} baselines for {len(model_paths)} folds; "
@@ -387,8 +415,14 @@ def run_sanity_checks(
     for source, group in chosen.groupby("source", sort=True):
         files = None if baselines is None else baselines[int(source)]
         rl = None if not random_label_models else Path(random_label_models[int(source)])
+        spec = None if confounds is None else confounds[int(source)]
         r, c, k = _check_fold(
-            Path(model_paths[int(source)]), group, files, random_label_path=rl, **ctx
+            Path(model_paths[int(source)]),
+            group,
+            files,
+            random_label_path=rl,
+            confounds=spec,
+            **ctx,
         )
         rows, cascades, curves = rows + r, cascades + c, curves + k
     out = pd.DataFrame(rows)

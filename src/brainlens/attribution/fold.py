@@ -14,10 +14,20 @@ and are written on the analysis grid with the pack's affine.
 slice positions for slice models, spread along the pooled axis (by each slice's
 weight in the dynamic image) for projection models. Atlas-region occlusion needs a
 3D input and is refused for 2D models.
+
+A model trained on harmonised inputs (in-fold confound removal, ``confounds.method``
+with ``scope: all``; ``model.pt`` records the fold's confound files and their SHA-256)
+is explained on the same harmonised inputs: the test scans are harmonised with the
+fold's parameters (after their leakage audit) before the model sees them, and the
+baseline must be a mean of harmonised training inputs. Its maps are therefore
+relevance **for the harmonised input** (what remains after the covariates' or the
+site's fitted effect is removed), not for the raw grey-matter map; the tables say so
+(``input_space`` column) and a ``input_space.json`` lies beside the maps.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -29,6 +39,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from brainlens._io import write_text_atomic
 from brainlens.attribution._common import count_forward_passes
 from brainlens.attribution.baselines import (
     ZERO_BASELINE,
@@ -45,7 +56,7 @@ from brainlens.attribution.targets import (
     resolve_target,
 )
 from brainlens.errors import ConfigError, InputFileError
-from brainlens.folds import read_folds, scan_id
+from brainlens.folds import fold_part, read_folds
 from brainlens.packing import open_pack
 from brainlens.training import load_trained_model
 
@@ -53,27 +64,117 @@ log = logging.getLogger(__name__)
 
 
 def _test_scans(folds_tsv: Path, fold: int) -> pd.DataFrame:
-    folds = read_folds(folds_tsv)
-    test = folds[(folds["fold"] == int(fold)) & (folds["role"] == "test")].copy()
-    test["scan_id"] = [
-        scan_id(p, s) for p, s in zip(test["participant_id"], test["session_id"], strict=True)
-    ]
+    test = fold_part(read_folds(folds_tsv), fold, "test")
     return test.sort_values("scan_id").reset_index(drop=True)
 
 
 def load_volumes(
-    packs: Sequence[tuple[Path, Path]], scan_ids: Sequence[str]
+    packs: Sequence[tuple[Path, Path]], scan_ids: Sequence[str], harmonise: Any | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Stack packed inputs as channels for some scans.
+
+    Parameters
+    ----------
+    packs : sequence of (npy, index)
+    scan_ids : sequence of str, length N
+    harmonise : InputConfounds, optional
+        The fold's audited confound removal
+        (:func:`brainlens.confounds.inputs.open_input_confounds`), applied per scan.
 
     Returns
     -------
     volumes : ndarray, shape (N, C, X, Y, Z), float32
+        Harmonised when ``harmonise`` is given.
     affine : ndarray, shape (4, 4)
     """
     opened = [open_pack(npy, idx) for npy, idx in packs]
     chans = [p.array[p.rows(scan_ids)].astype(np.float32) for p in opened]
-    return np.stack(chans, axis=1), opened[0].affine
+    volumes = np.stack(chans, axis=1)
+    if harmonise is not None:
+        volumes = harmonise.apply_many(volumes, list(scan_ids))
+    return volumes, opened[0].affine
+
+
+def model_harmonisation(
+    meta: Mapping[str, Any],
+    confounds: Mapping[str, Any] | None,
+    *,
+    folds_tsv: Path | None,
+    fold: int,
+    model_path: Path,
+):
+    """The harmonisation a fold's model was trained with, audited, or None (raw inputs).
+
+    Parameters
+    ----------
+    meta : mapping
+        ``model.pt`` metadata (``confounds`` only for a harmonised model).
+    confounds : mapping, optional
+        ``{"npz", "json", "participants", "tiv"}`` given by the caller (the rule's
+        inputs); default the files ``model.pt`` records.
+    folds_tsv : Path
+        For the leakage audit.
+    fold : int
+    model_path : Path
+        For messages.
+
+    Returns
+    -------
+    InputConfounds or None
+
+    Raises
+    ------
+    InputFileError
+        Files given for a model trained on raw inputs, or files whose parameters
+        (SHA-256) are not the ones the model was trained with.
+    LeakageError
+        The parameters were fitted on scans outside the fold's training part.
+    """
+    recorded = meta.get("confounds")
+    spec = confounds if confounds is not None else (recorded or {}).get("files")
+    if spec is None:
+        return None
+    if folds_tsv is None:
+        raise ConfigError(
+            f"{model_path}: explaining on harmonised inputs needs the folds table (the "
+            "leakage audit of the confound parameters). Fix: pass folds_tsv"
+        )
+    from brainlens.confounds.inputs import check_harmonisation, open_input_confounds
+
+    harmonise = open_input_confounds(
+        spec,
+        folds_tsv=folds_tsv,
+        fold=fold,
+        channels=meta.get("inputs"),
+        grid_shape=meta.get("grid_shape"),
+    )
+    check_harmonisation(
+        recorded,
+        harmonise,
+        str(model_path),
+        "explain a model with the confound files it was trained with (re-run train_model "
+        "after fit_confounds)",
+    )
+    return harmonise
+
+
+def check_baseline_space(base: Baseline, harmonise: Any | None, path: Path | None) -> None:
+    """A mean baseline was computed from the inputs the model sees (raw or harmonised)."""
+    if base.kind not in ("train_mean", "train_control_mean"):
+        return  # zeros, or the (harmonised) scan itself blurred
+    from brainlens.confounds.inputs import check_harmonisation
+
+    check_harmonisation(
+        base.confounds,
+        harmonise,
+        str(path),
+        "re-run attribution_baseline with the fold's confound files (confounds.method)",
+    )
+
+
+def input_space(harmonise: Any | None) -> dict[str, str]:
+    """``{"input_space": "harmonised (<method>)"}`` for a harmonised model, else ``{}``."""
+    return {} if harmonise is None else {"input_space": f"harmonised ({harmonise.method})"}
 
 
 def _method_options(
@@ -173,6 +274,7 @@ def attribute_fold(
     baseline_npy: Path | None = None,
     baseline_json: Path | None = None,
     target: str = "true_class",
+    confounds: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Relevance maps of one method for the test scans of one fold.
 
@@ -181,7 +283,9 @@ def attribute_fold(
     and ``out_table`` (``fold, scan_id, label, target, target_class, predicted_class,
     baseline, method, path, seconds, forward_passes``; integrated gradients adds
     ``logit_delta, attribution_sum, completeness_error, completeness_rel_error``, see
-    :func:`brainlens.attribution.targets.completeness`).
+    :func:`brainlens.attribution.targets.completeness`; a harmonised model adds
+    ``input_space`` and writes ``out_dir/input_space.json``: its maps are relevance
+    for the harmonised input).
 
     Parameters
     ----------
@@ -211,6 +315,10 @@ def attribute_fold(
         occlusion, region occlusion) on the model's input grid. Without: zeros.
     target : str
         ``"true_class"``, ``"predicted"`` or a class name (``attribution.target``).
+    confounds : mapping, optional
+        The fold's confound files (:func:`model_harmonisation`); default those that
+        ``model.pt`` records. A harmonised model is explained on harmonised test scans
+        from a baseline of harmonised training inputs.
     """
     torch.manual_seed(seed)
     model, meta = load_trained_model(Path(model_path).parent)
@@ -230,8 +338,13 @@ def attribute_fold(
         test = test.iloc[np.sort(rng.choice(len(test), max_scans, replace=False))].reset_index(
             drop=True
         )
-    volumes, affine = load_volumes(packs, list(test["scan_id"]))
+    harmonise = model_harmonisation(
+        meta, confounds, folds_tsv=folds_tsv, fold=fold, model_path=Path(model_path)
+    )
+    volumes, affine = load_volumes(packs, list(test["scan_id"]), harmonise)
     base = _fold_baseline(baseline_npy, baseline_json, folds_tsv, fold, volumes.shape[1:])
+    if uses_baseline:
+        check_baseline_space(base, harmonise, baseline_npy)
     atlas = np.asanyarray(nib.load(str(atlas_nii)).dataobj).astype(np.int64) if atlas_nii else None
     opts = _method_options(method, options, atlas)
     out_dir = Path(out_dir)
@@ -264,7 +377,7 @@ def attribute_fold(
             "path": str(path),
             "seconds": round(seconds, 3),
             "forward_passes": int(counter.samples),
-        }
+        } | input_space(harmonise)
         if method_base(method) == "integrated_gradients":
             row.update(completeness(model, x_in, run_opts["baseline"], tgt, float(np.sum(rel_in))))
         rows.append(row)
@@ -274,6 +387,10 @@ def attribute_fold(
     for cls, mean in mean_maps(maps, list(test["label"])).items():
         save_map(mean, affine, out_dir / f"mean_class-{cls}.nii.gz")
     save_map(np.mean(maps, axis=0), affine, out_dir / "mean_all.nii.gz")
+    if harmonise is not None:
+        note = "relevance for the harmonised input (in-fold confound removal), not the raw map"
+        record = harmonise.record() | {"note": note}
+        write_text_atomic(out_dir / "input_space.json", json.dumps(record, indent=1))
     table = pd.DataFrame(rows)
     table.to_csv(out_table, sep="\t", index=False)
     return table

@@ -16,4 +16,8 @@ table does not pull in ComBat's dependency):
 :mod:`brainlens.confounds.infold`
     One fold's fit, its saved parameters (``.npz`` + ``.json`` listing the fit rows),
     the leakage audit and the config checks (``confounds:``).
+:mod:`brainlens.confounds.inputs`
+    The same for the CNN inputs (every voxel of every ``train.inputs`` channel): the
+    fit, and :class:`~brainlens.confounds.inputs.InputConfounds`, the audited per-sample
+    transform of training and attribution.
 """

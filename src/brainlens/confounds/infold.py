@@ -24,7 +24,7 @@ from brainlens._io import atomic_output, write_text_atomic
 from brainlens.confounds.covariates import covariate_names, encode, fit_encoding
 from brainlens.confounds.residualize import apply_residualizer, fit_residualizer
 from brainlens.errors import ConfigError, InputFileError, LeakageError
-from brainlens.folds import read_folds, scan_id
+from brainlens.folds import fold_part, read_folds
 
 METHODS = ("none", "residualize", "combat")
 FIT_ON = ("train", "train_controls")
@@ -50,8 +50,8 @@ def check_confounds_config(config: Mapping[str, Any]) -> None:
     ConfigError
         The removed ``baselines.covariates`` key; a bad covariate entry or the label
         as a covariate; ``residualize`` without covariates; the site column both
-        harmonised and preserved; a CNN run with ``method != none`` (CNN inputs are not
-        harmonised yet) unless ``confounds.scope: baselines``.
+        harmonised and preserved. (``scope: all`` harmonises the CNN inputs as well:
+        :mod:`brainlens.confounds.inputs`; ``scope: baselines`` the linear baselines only.)
     """
     if "covariates" in (config.get("baselines") or {}):
         raise ConfigError(
@@ -77,14 +77,6 @@ def check_confounds_config(config: Mapping[str, Any]) -> None:
             f"confounds.method combat: the site column {s['site_column']!r} is also in "
             "covariates, which ComBat would preserve while removing it. Fix: remove it from "
             "covariates (ComBat removes site; residualize can regress site out instead)"
-        )
-    if s["method"] != "none" and s["scope"] == "all":
-        raise ConfigError(
-            f"confounds.method {s['method']}: CNN inputs are not yet harmonised (only the "
-            "linear baselines apply in-fold confound removal so far), so train.model "
-            f"{config.get('train', {}).get('model')!r} would train on raw inputs. Fix: set "
-            "confounds.scope: baselines to apply it to the linear baselines only (the CNNs "
-            "then stay unharmonised, so compare them with care), or confounds.method: none"
         )
 
 
@@ -235,12 +227,8 @@ def check_confound_provenance(json_path: str | Path, folds_tsv: str | Path, fold
             f"{path}: confound parameters of fold {meta['fold']} used for fold {fold}. Fix: "
             f"use the fold-{fold} files"
         )
-    folds = read_folds(folds_tsv)
-    part = folds[folds["fold"] == int(fold)]
-    role = {
-        scan_id(p, s): r
-        for p, s, r in zip(part["participant_id"], part["session_id"], part["role"], strict=True)
-    }
+    part = fold_part(read_folds(folds_tsv), fold)
+    role = dict(zip(part["scan_id"], part["role"], strict=True))
     bad = [(s, role.get(s, "not in the folds table")) for s in meta["fit_scan_ids"]]
     bad = [(s, r) for s, r in bad if r != "train"]
     if bad or int(meta["n_fit"]) != len(meta["fit_scan_ids"]):
@@ -257,8 +245,9 @@ def apply_confounds(
 ) -> np.ndarray:
     """Pure numpy apply step, one sample ((V,), (p,), site str) or many ((n, V), (n, p)).
 
-    For a torch Dataset (later) as well as the linear baselines; ``c`` is encoded
-    with the fit's encoding (:func:`encode_rows`).
+    For the CNN inputs (:class:`brainlens.confounds.inputs.InputConfounds`, per sample)
+    as well as the linear baselines; ``c`` is encoded with the fit's encoding
+    (:func:`encode_rows`).
     """
     if method == "residualize":
         return apply_residualizer(x, c, params)

@@ -33,7 +33,7 @@ from brainlens.confounds.infold import (
     save_fold_confounds,
 )
 from brainlens.errors import ConfigError
-from brainlens.folds import audit_folds, read_folds, scan_id
+from brainlens.folds import audit_folds, fold_part, read_folds
 from brainlens.linear.features import LINEAR_MODELS, fold_features
 
 #: The ``tiv`` rule's table.
@@ -42,14 +42,7 @@ TIV_TSV = "results/preprocess/tiv.tsv"
 
 def fold_parts(folds: pd.DataFrame, fold: int) -> dict[str, pd.DataFrame]:
     """``train``, ``val``, ``test`` rows of a fold, with ``scan_id``."""
-    out = {}
-    for role in ("train", "val", "test"):
-        part = folds[(folds["fold"] == fold) & (folds["role"] == role)].copy()
-        part["scan_id"] = [
-            scan_id(p, s) for p, s in zip(part["participant_id"], part["session_id"], strict=True)
-        ]
-        out[role] = part.reset_index(drop=True)
-    return out
+    return {role: fold_part(folds, fold, role) for role in ("train", "val", "test")}
 
 
 def _all_rows(parts: Mapping[str, pd.DataFrame]) -> pd.DataFrame:

@@ -1,6 +1,7 @@
 """The published files of the T1w preprocessing: names, staging, sidecars, publishing.
 
-:func:`output_names` is the file-name contract of :func:`brainlens.preprocess.run_t1w_preproc`.
+:func:`output_names` is the file-name contract of :func:`brainlens.preprocess.run_t1w_preproc`
+(the names and keys of :data:`brainlens.derivatives.DERIVATIVES`).
 The workflow's results are first written into a staging folder (:func:`stage_images`,
 :func:`write_sidecars`), then moved into the output folder together
 (:func:`publish`), so a failed scan leaves no partial derivatives.
@@ -17,8 +18,9 @@ import nibabel as nib
 import numpy as np
 
 from brainlens._io import atomic_output, save_nifti, write_text_atomic
+from brainlens.derivatives import SPACE, derivative_names, sidecar_name, tissue_key
 from brainlens.errors import PreprocessingError
-from brainlens.grid import REGISTRATION_RESOLUTION, SPACE
+from brainlens.grid import REGISTRATION_RESOLUTION
 from brainlens.preprocess.registration import REGISTRATION
 from brainlens.preprocess.segmentation import ATROPOS, TISSUES
 from brainlens.preprocess.workflow import N4
@@ -35,23 +37,12 @@ def output_names(scan: str) -> dict[str, str]:
     Returns
     -------
     dict of str to str
-        Keys ``t1w``, ``probseg_<GM|WM|CSF>``, ``modulated_<GM|WM|CSF>``, ``brain_mask``,
-        ``xfm_to_std``, ``xfm_from_std``, ``qc_json``, ``qc_png``. Every ``.nii.gz`` also
-        gets a ``.json`` sidecar of the same stem.
+        :data:`brainlens.derivatives.DERIVATIVES` keys (``t1w``, ``gm``, ``wm``, ``csf``,
+        ``<tissue>_modulated``, ``brain_mask``, ``xfm_to_std``, ``xfm_from_std``,
+        ``qc_json``, ``qc_png``) -> file names. Every ``.nii.gz`` also gets a ``.json``
+        sidecar of the same stem (:func:`brainlens.derivatives.sidecar_name`).
     """
-    s = f"{scan}_space-{SPACE}"
-    names = {
-        "t1w": f"{s}_desc-preproc_T1w.nii.gz",
-        "brain_mask": f"{scan}_desc-brain_mask.nii.gz",
-        "xfm_to_std": f"{scan}_from-T1w_to-{SPACE}_mode-image_xfm.h5",
-        "xfm_from_std": f"{scan}_from-{SPACE}_to-T1w_mode-image_xfm.h5",
-        "qc_json": f"{scan}_desc-qc.json",
-        "qc_png": f"{scan}_desc-qc.png",
-    }
-    for t in ("GM", "WM", "CSF"):
-        names[f"probseg_{t}"] = f"{s}_label-{t}_probseg.nii.gz"
-        names[f"modulated_{t}"] = f"{s}_label-{t}_desc-modulated_probseg.nii.gz"
-    return names
+    return derivative_names(scan)
 
 
 def write_json(path: Path, content: dict) -> Path:
@@ -91,8 +82,10 @@ def stage_images(res: dict, files: dict[str, Path], shape: tuple, affine: np.nda
     """
     _save_grid(Path(res["std_t1w"]), files["t1w"], shape, affine)
     for i, t in enumerate(TISSUES):
-        _save_grid(Path(res["std_probseg"][i]), files[f"probseg_{t}"], shape, affine)
-        _save_grid(Path(res["std_mod_probseg"][i]), files[f"modulated_{t}"], shape, affine)
+        _save_grid(Path(res["std_probseg"][i]), files[tissue_key(t)], shape, affine)
+        _save_grid(
+            Path(res["std_mod_probseg"][i]), files[tissue_key(t, modulated=True)], shape, affine
+        )
     # intermediates are uncompressed (interfaces.WORK_EXT): re-save (header kept), not copy
     with atomic_output(files["brain_mask"]) as tmp:
         nib.save(nib.load(res["brain_mask"]), tmp)
@@ -148,19 +141,20 @@ def write_sidecars(files: dict[str, Path], *, source: Path, versions: dict, para
     params : dict
         :func:`sidecar_params`.
     """
+    extra = {
+        "brain_mask": {"Type": "Brain", "Space": "T1w (native, RAS-reordered)"},
+        "t1w": {"SkullStripped": True, "Intensity": "N4 bias-corrected, not rescaled"},
+    } | {
+        tissue_key(t, modulated=m): {"Tissue": t, "Modulated": m}
+        for t in TISSUES
+        for m in (False, True)
+    }
     for k, f in files.items():
         if not f.name.endswith(".nii.gz"):
             continue
         side = {"Sources": [str(source)], "SoftwareVersions": versions} | params
-        if k == "brain_mask":
-            side |= {"Type": "Brain", "Space": "T1w (native, RAS-reordered)"}
-        elif k.startswith(("probseg_", "modulated_")):
-            side["Tissue"] = k.split("_")[1]
-            side["Modulated"] = k.startswith("modulated_")
-        elif k == "t1w":
-            side["SkullStripped"] = True
-            side["Intensity"] = "N4 bias-corrected, not rescaled"
-        write_json(f.with_name(f.name.replace(".nii.gz", ".json")), side)
+        side |= extra.get(k, {})
+        write_json(f.with_name(sidecar_name(f.name)), side)
 
 
 def publish(stage: Path, out_dir: Path, scan: str) -> None:

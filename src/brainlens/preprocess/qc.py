@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 
 from brainlens._io import atomic_output, write_text_atomic
+from brainlens.derivatives import scan_of
 from brainlens.preprocess import core
 
-#: Metrics of ``*_desc-qc.json`` that :func:`qc_table` flags with robust z-scores.
+#: Metrics of the ``qc_json`` files that :func:`qc_table` flags with robust z-scores.
 QC_METRICS = (
     "tiv_ml",
     "gm_ml",
@@ -140,7 +141,8 @@ def qc_table(qc_jsons: list[Path], out_tsv: Path) -> pd.DataFrame:
     Parameters
     ----------
     qc_jsons : list of Path
-        ``*_desc-qc.json`` files written by :func:`run_t1w_preproc`.
+        ``qc_json`` files (:data:`brainlens.derivatives.DERIVATIVES`) written by
+        :func:`run_t1w_preproc`.
     out_tsv : Path
         Output table.
 
@@ -155,7 +157,7 @@ def qc_table(qc_jsons: list[Path], out_tsv: Path) -> pd.DataFrame:
     rows = []
     for p in qc_jsons:
         d = json.loads(Path(p).read_text())
-        scan = d.get("scan") or Path(p).name.replace("_desc-qc.json", "")
+        scan = d.get("scan") or scan_of(p, "qc_json")
         sub, ses = _entities(scan)
         row = {"scan": scan, "participant_id": sub, "session_id": ses}
         row |= {m: d.get(m, np.nan) for m in (*QC_METRICS, *QC_INFO)}

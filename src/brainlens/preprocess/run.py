@@ -18,6 +18,7 @@ import numpy as np
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
+from brainlens.derivatives import TEMPLATE_KEYS, template_paths, tissue_key
 from brainlens.errors import BrainlensError, InputFileError, PreprocessingError
 from brainlens.grid import mni_grid, registration_grid
 from brainlens.preprocess import fileops, qc
@@ -33,7 +34,6 @@ from brainlens.preprocess.outputs import (
 from brainlens.preprocess.segmentation import TISSUES
 from brainlens.preprocess.versions import ensure_ants_on_path, software_versions
 from brainlens.preprocess.workflow import init_t1w_preproc_wf
-from brainlens.templates import TEMPLATE_KEYS, template_paths
 
 __all__ = ["output_names", "run_t1w_preproc"]
 
@@ -217,13 +217,14 @@ def _qc_metrics(
     metrics |= qc.jacobian_metrics(Path(res["jacobian"]), (reg_tpl or tpl)["brain_mask"])
     v_mni = float(np.prod([resolution] * 3)) / 1000.0
     for t in TISSUES:
-        mod = np.asarray(nib.load(files[f"modulated_{t}"]).dataobj, np.float64).sum() * v_mni
+        mod_file = files[tissue_key(t, modulated=True)]
+        mod = np.asarray(nib.load(mod_file).dataobj, np.float64).sum() * v_mni
         metrics[f"{t.lower()}_ml_modulated"] = float(mod)
         native_ml = metrics[f"{t.lower()}_ml"]
         metrics[f"{t.lower()}_modulation_ratio"] = float(mod / native_ml) if native_ml else None
     qc.qc_figure(
         files["t1w"],
-        {"GM": files["probseg_GM"], "WM": files["probseg_WM"]},
+        {t: files[tissue_key(t)] for t in ("GM", "WM")},
         tpl["brain_mask"],
         files["qc_png"],
         title=title,
@@ -284,7 +285,8 @@ def run_t1w_preproc(
     Returns
     -------
     dict
-        The QC dict written to ``{scan}_desc-qc.json``, plus ``"files"`` (key -> Path).
+        The QC dict written to its ``qc_json`` file, plus ``"files"``
+        (:data:`brainlens.derivatives.DERIVATIVES` key -> Path).
 
     Raises
     ------

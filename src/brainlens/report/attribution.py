@@ -66,6 +66,13 @@ def _explained(tables: Mapping[Any, Path]) -> str:
         if kinds
         else ""
     )
+    if "input_space" in df:  # a model trained on harmonised inputs (confounds.method)
+        spaces = ", ".join(sorted(set(df["input_space"].dropna().astype(str))))
+        text += (
+            f" Inputs: <code>{esc(spaces)}</code>: the model was trained, tested and explained "
+            "on inputs with the covariates' (or site's) effect removed in each fold, so these "
+            "maps are relevance for the harmonised input, not for the raw map."
+        )
     if "completeness_rel_error" in df:
         err = pd.to_numeric(df["completeness_rel_error"], errors="coerce")
         bad = df[err > COMPLETENESS_TOLERANCE]

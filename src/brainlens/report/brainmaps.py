@@ -17,8 +17,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from brainlens.derivatives import template_glob
 from brainlens.errors import InputFileError
-from brainlens.grid import SPACE
 from brainlens.report.io import exists, read_tsv, sorted_keys
 
 log = logging.getLogger(__name__)
@@ -176,7 +176,7 @@ def find_template(template_t1w: Path | None) -> Path | None:
     """The template T1w file: the path itself, or the T1w inside a template folder.
 
     In a folder written by :func:`brainlens.templates.build_templates` the brain template
-    of the analysis space (``tpl-<SPACE>_res-*_T1w.nii.gz``) is preferred over the head
+    of the analysis space (:func:`brainlens.derivatives.template_glob`) is preferred over the head
     template.
     """
     if template_t1w is None:
@@ -186,7 +186,7 @@ def find_template(template_t1w: Path | None) -> Path | None:
         return p
     if p.is_dir():
         hits = (
-            sorted(p.glob(f"tpl-{SPACE}_*_T1w.nii*"))
+            sorted(p.glob(template_glob("t1w")))
             or sorted(p.glob("*_T1w.nii*"))
             or sorted(p.glob("*.nii*"))
         )

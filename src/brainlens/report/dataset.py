@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from brainlens.inputs import usable_mask
 from brainlens.report.html import Section, esc, figure, kpis, note, relpath, table
 from brainlens.report.io import as_flag, fmt, read_tsv
 from brainlens.report.plots import FigureWriter
@@ -80,8 +81,8 @@ def _inputs_part(inputs_tsv: Path | None, facts: DataFacts) -> Section:
         sub.body = note(f"The input table <code>{esc(inputs_tsv)}</code> is missing.", "warn")
         return sub
     df["status"] = df["status"].fillna("").astype(str)
-    ok = df[df["status"] == "ok"]
-    bad = df[df["status"] != "ok"]
+    usable = usable_mask(df)
+    ok, bad = df[usable], df[~usable]
     facts.n_scans = len(ok)
     facts.n_excluded = len(bad)
     pid = "participant_id" if "participant_id" in df else None

@@ -103,11 +103,26 @@ def _summary_html(
                     f"The regions it relied on most ({esc(atlases[0])} atlas, mean rank over "
                     f"{', '.join(esc(m) for m in used)}): <b>{', '.join(esc(t) for t in top)}</b>."
                 )
-    failing = sorted({m for (_, m), c in checks.items() if c.fails})
+    coarse = sorted(
+        {
+            m
+            for (_, m), c in checks.items()
+            if c.verdict is not None and c.verdict.localizes is False
+        }
+    )
+    failing = sorted({m for (_, m), c in checks.items() if c.fails} - set(coarse))
     if failing:
         parts.append(
             "Methods failing the randomisation check (not to be interpreted): "
             + ", ".join(esc(m) for m in failing)
+            + "."
+        )
+    if coarse:
+        parts.append(
+            "Methods whose map is too coarse to localise (fewer than "
+            "<code>attribution.sanity.min_map_positions</code> positions along an axis; "
+            "randomisation not testable, not to be interpreted): "
+            + ", ".join(esc(m) for m in coarse)
             + "."
         )
     unfaithful = sorted({m for (_, m), c in checks.items() if c.not_faithful})

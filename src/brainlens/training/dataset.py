@@ -2,12 +2,16 @@
 
 :mod:`brainlens.packing` writes and opens packs without torch (the ``pack`` rule does
 not need it); this module stacks several opened packs as channels and serves float32
-batches on a device, never decoding NIfTI.
+batches on a device, never decoding NIfTI. With ``confounds`` (an audited
+:class:`brainlens.confounds.inputs.InputConfounds`) every sample is harmonised as it
+is read, before augmentation and the 3D->2D transform, so training, validation, test
+and a preloaded copy all hold the harmonised maps (float32).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,6 +47,10 @@ class PackedDataset(torch.utils.data.Dataset):
         augmentation (validation/test every epoch; training when not augmenting).
         The 2D images of a 3D->2D transform are small; this skips the transform
         after the first epoch.
+    confounds : InputConfounds, optional
+        The fold's in-fold confound removal
+        (:func:`brainlens.confounds.inputs.open_input_confounds`): each sample ``x``
+        (C, X, Y, Z) of scan ``s`` is read as ``confounds.apply(x, s)`` (float32).
     """
 
     def __init__(
@@ -55,8 +63,10 @@ class PackedDataset(torch.utils.data.Dataset):
         preload: bool | str = False,
         device: str | torch.device = "cpu",
         cache_transformed: bool = True,
+        confounds: Any | None = None,
     ) -> None:
         self.packs = open_packs(packs)
+        self.confounds = confounds
         self.inputs = list(self.packs)
         self.scan_ids = [str(s) for s in scan_ids]
         self.rows = np.stack([p.rows(self.scan_ids) for p in self.packs.values()])  # (C, N)
@@ -96,20 +106,29 @@ class PackedDataset(torch.utils.data.Dataset):
     @property
     def nbytes(self) -> int:
         """Bytes of all selected samples in the pack dtype."""
-        item = next(iter(self.packs.values())).array.dtype.itemsize
+        item = 4 if self.confounds is not None else self._dtype.itemsize
         return int(len(self.scan_ids) * len(self.inputs) * np.prod(self.grid_shape) * item)
+
+    @property
+    def _dtype(self) -> np.dtype:
+        return next(iter(self.packs.values())).array.dtype
 
     def __len__(self) -> int:
         return len(self.scan_ids)
 
     def _read(self, idx: np.ndarray) -> torch.Tensor:
-        """Rows ``idx`` of every pack, shape (B, C, X, Y, Z), in the pack dtype (CPU)."""
+        """Rows ``idx`` of every pack, shape (B, C, X, Y, Z), in the pack dtype (CPU).
+
+        With ``confounds``: harmonised, float32.
+        """
         first = next(iter(self.packs.values()))
         out = np.empty((len(idx), len(self.packs), *first.shape), dtype=first.array.dtype)
         for c, pack in enumerate(self.packs.values()):
             rows = self.rows[c, idx]
             for i in np.argsort(rows, kind="stable"):  # sequential reads from the memmap
                 out[i, c] = pack.array[rows[i]]
+        if self.confounds is not None:
+            out = self.confounds.apply_many(out, [self.scan_ids[i] for i in idx])
         return torch.from_numpy(out)
 
     def batch(

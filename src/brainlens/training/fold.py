@@ -72,6 +72,7 @@ def train_fold(
     on_stale_checkpoint: str = "error",
     model_factory: ModelFactory | None = None,
     stop_after_epoch: int | tuple[int, int] | None = None,
+    confounds: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train one model on one fold, select it on val, test it once.
 
@@ -142,6 +143,15 @@ def train_fold(
     stop_after_epoch : int or (int, int), optional
         Test hook: raise :class:`TrainingInterrupted` after this epoch's checkpoint (of
         restart 0), or after epoch ``e`` of restart ``r`` for ``(r, e)``.
+    confounds : mapping, optional
+        In-fold confound removal of the inputs (``confounds.method`` with ``scope:
+        all``): ``{"npz", "json", "participants", "tiv"}``, the fold's
+        ``results/confounds/inputs/fold-<k>.npz`` + ``.json``, participants.tsv and the
+        TIV table (when ``tiv`` is a covariate). Audited before the first epoch (a fit
+        on any scan outside the training part is a LeakageError), then applied to every
+        train, val and test sample (:mod:`brainlens.confounds.inputs`); ``model.pt``
+        records the files and their SHA-256, which the attribution stage checks. None:
+        the raw inputs.
 
     Returns
     -------
@@ -193,6 +203,8 @@ def _model_metadata(plan: FoldPlan, chosen: _Restart) -> dict[str, Any]:
         "random_labels": plan.random_labels,
         "lateralized": bool(plan.lateralized),
         "torch_version": str(torch.__version__),
+        # only when harmonised, so model.pt of a raw run stays as it was
+        **({"confounds": plan.confounds.record()} if plan.confounds is not None else {}),
     }
 
 
@@ -219,5 +231,6 @@ def _test(plan: FoldPlan, chosen: _Restart) -> dict[str, Any]:
         n_test=len(test),
         random_labels=plan.random_labels,
         device=str(plan.device),
+        **({"input_space": f"harmonised ({plan.confounds.method})"} if plan.confounds else {}),
     )
     return write_metrics(plan.out / "metrics.json", metrics)

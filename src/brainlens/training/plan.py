@@ -2,7 +2,9 @@
 
 :func:`make_plan` checks the arguments of :func:`brainlens.training.train_fold`, audits
 the folds table, fixes the class order, opens the packs, resolves the device and the
-3D->2D transform, builds the train and val datasets (never the test one: it is built
+3D->2D transform, opens the fold's in-fold confound removal after its leakage audit
+(``confounds``, :func:`brainlens.confounds.inputs.open_input_confounds`), builds the
+train and val datasets (never the test one: it is built
 only after the model is fixed) and the class-weighted loss. Nothing here trains.
 """
 
@@ -19,7 +21,7 @@ import torch
 from torch import nn
 
 from brainlens.errors import ConfigError, ModelError
-from brainlens.folds import audit_folds, read_folds, scan_id
+from brainlens.folds import audit_folds, fold_part, read_folds
 from brainlens.packing import Pack, open_packs
 from brainlens.training.augment import Augmenter, make_augmenter
 from brainlens.training.checkpoint import data_digest
@@ -33,7 +35,6 @@ __all__ = [
     "ModelFactory",
     "default_model_factory",
     "make_plan",
-    "role_rows",
 ]
 
 OPTIMIZERS = ("adam", "adamw")
@@ -74,7 +75,10 @@ class FoldPlan:
     sample_weights : Tensor, shape (n_train,), or None
         Sampling probabilities 1 / n_class for ``class_weights="sampler"``.
     data_digest : str
-        SHA-256 of the train and val maps (part of the checkpoint fingerprint).
+        SHA-256 of the train and val maps (part of the checkpoint fingerprint), and of
+        the confound parameters when ``confounds`` is set.
+    confounds : InputConfounds or None
+        The audited per-sample harmonisation of every dataset (train, val, test).
     stop_at : (int, int) or None
         ``(restart, epoch)`` of the ``stop_after_epoch`` test hook.
     """
@@ -120,6 +124,7 @@ class FoldPlan:
     loss_fn: nn.Module | None = None
     sample_weights: torch.Tensor | None = None
     data_digest: str = ""
+    confounds: Any | None = None
 
     @property
     def inputs(self) -> list[str]:
@@ -128,7 +133,7 @@ class FoldPlan:
 
     def rows(self, role: str) -> pd.DataFrame:
         """The fold's rows of ``role`` ("train", "val", "test") with a ``scan_id`` column."""
-        return role_rows(self.folds, self.fold, role)
+        return fold_part(self.folds, self.fold, role)
 
     def dataset(self, rows: pd.DataFrame) -> PackedDataset:
         """The labelled dataset of ``rows`` on the plan's device, with its transform."""
@@ -140,16 +145,8 @@ class FoldPlan:
             transform=self.transform_fn,
             preload=self.preload,
             device=self.device,
+            confounds=self.confounds,
         )
-
-
-def role_rows(folds: pd.DataFrame, fold: int, role: str) -> pd.DataFrame:
-    """The rows of ``role`` in ``fold`` of a folds table, with a ``scan_id`` column."""
-    part = folds[(folds["fold"] == fold) & (folds["role"] == role)].copy()
-    part["scan_id"] = [
-        scan_id(p, s) for p, s in zip(part["participant_id"], part["session_id"], strict=True)
-    ]
-    return part.reset_index(drop=True)
 
 
 def _check_args(a: Mapping[str, Any]) -> None:
@@ -260,6 +257,8 @@ def _build_data(plan: FoldPlan) -> None:
     # what the model learns from: a checkpoint of the same settings and scans but of
     # other maps (the preprocessing re-ran) must not be resumed
     plan.data_digest = data_digest(plan.packs, list(train.scan_ids) + list(val.scan_ids))
+    if plan.confounds is not None:  # harmonised inputs are other inputs
+        plan.data_digest = f"{plan.data_digest}+confounds:{plan.confounds.sha256}"
 
 
 #: ``train_fold`` keywords that a FoldPlan keeps as passed (the fingerprint reads them).
@@ -290,6 +289,8 @@ def make_plan(**args: Any) -> FoldPlan:
     ConfigError
         A bad setting, a fold not in the table, class names that miss a label, or a
         training part without a sample of some class.
+    LeakageError
+        ``confounds`` fitted on scans outside the fold's training part.
     """
     _check_args(args)
     augmenter = make_augmenter(args["augmentation"], lateralized=args["lateralized"])
@@ -311,6 +312,18 @@ def make_plan(**args: Any) -> FoldPlan:
     transform_cfg, transform_fn = _make_transform(args["transform"], args["model"], custom_factory)
     opened = open_packs(args["packs"])
     dev = resolve_device(args["device"])
+    confounds = None
+    if args["confounds"] is not None:  # the leakage audit runs here, before any epoch
+        from brainlens.confounds.inputs import open_input_confounds
+
+        first = next(iter(opened.values()))
+        confounds = open_input_confounds(
+            args["confounds"],
+            folds_tsv=folds_tsv,
+            fold=fold,
+            channels=list(opened),
+            grid_shape=first.shape,
+        )
     plan = FoldPlan(
         **{k: args[k] for k in AS_PASSED},
         out=out,
@@ -326,8 +339,9 @@ def make_plan(**args: Any) -> FoldPlan:
         names=names,
         packs=opened,
         random_labels=bool(folds.get("random_labels", pd.Series([False])).any()),
-        train_rows=role_rows(folds, fold, "train"),
-        val_rows=role_rows(folds, fold, "val"),
+        train_rows=fold_part(folds, fold, "train"),
+        val_rows=fold_part(folds, fold, "val"),
+        confounds=confounds,
     )
     _build_data(plan)
     return plan
