@@ -343,6 +343,7 @@ GPU_RULES = {"train_model", "attribute", "sanity_checks"}
 TINY_RULES = {
     "report_manifest",
     "tiv",
+    "attribution_baseline_harmonised",
     "demo_metadata",
     "templates",
     "atlas",
@@ -447,8 +448,8 @@ def test_profile_dry_run_keeps_memory_and_runtime_of_every_job(tmp_path: Path) -
     assert by_rule["pack"]["mem_mb"] == "4000" and by_rule["pack"]["runtime"] == "60"
     # A dry run does not show which jobs are local; the rule files do.
     assert _local_rules() == TINY_RULES
-    # tiv runs only when covariates name it (not in the demo)
-    assert {j["rule"] for j in jobs} >= TINY_RULES - {"tiv"}
+    # tiv and the harmonised baselines run only with covariates / confounds (not in the demo)
+    assert {j["rule"] for j in jobs} >= TINY_RULES - {"tiv", "attribution_baseline_harmonised"}
 
 
 def _local_rules() -> set[str]:
