@@ -201,6 +201,43 @@ def covariate_values(
     return pd.DataFrame(out, index=rows.index, columns=names), kinds
 
 
+def covariates_of_rows(
+    rows: pd.DataFrame,
+    participants_tsv: str | Path,
+    tiv_tsv: str | Path | None,
+    covariates: Sequence[Any],
+    site_column: str | None,
+) -> tuple[pd.DataFrame, dict[str, str], np.ndarray | None]:
+    """Covariate values, their kinds and (optionally) the site of each row.
+
+    Parameters
+    ----------
+    rows : pandas.DataFrame, shape (n, ...)
+        Scans with ``participant_id`` (and ``scan_id`` for ``tiv``).
+    participants_tsv, tiv_tsv : path
+        ``participants.tsv`` and the ``tiv`` rule's table (None without ``tiv``).
+    covariates : sequence
+        ``covariates:`` entries.
+    site_column : str or None
+        Categorical column whose values ComBat harmonises.
+
+    Returns
+    -------
+    values : pandas.DataFrame, shape (n, n_covariates)
+    kinds : dict of str to str
+        ``"numeric"`` or ``"categorical"`` per covariate.
+    site : np.ndarray of str, shape (n,), or None
+    """
+    table = read_participants(participants_tsv)
+    tiv = read_tiv(tiv_tsv) if tiv_tsv is not None else None
+    values, kinds = covariate_values(table, covariates, rows, tiv=tiv)
+    site = None
+    if site_column is not None:
+        site_values, _ = covariate_values(table, [{site_column: "categorical"}], rows)
+        site = site_values[site_column].to_numpy(str)
+    return values, kinds, site
+
+
 def _tiv_values(tiv: pd.DataFrame | None, rows: pd.DataFrame) -> np.ndarray:
     if tiv is None:
         raise ConfigError(

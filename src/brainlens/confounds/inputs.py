@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from brainlens.confounds.covariates import covariate_values, read_participants, read_tiv
+from brainlens.confounds.covariates import covariates_of_rows
 from brainlens.confounds.infold import (
     apply_confounds,
     check_confound_provenance,
@@ -94,24 +94,6 @@ def fold_rows(folds: pd.DataFrame, fold: int, roles: Sequence[str]) -> pd.DataFr
     return part.sort_values("scan_id").reset_index(drop=True)
 
 
-def _covariates(
-    rows: pd.DataFrame,
-    participants_tsv: str | Path,
-    tiv_tsv: str | Path | None,
-    covariates: Sequence[Any],
-    site_column: str | None,
-) -> tuple[pd.DataFrame, dict[str, str], np.ndarray | None]:
-    """Covariate values (and sites) of ``rows``, as ``brainlens.linear.confounds`` reads them."""
-    table = read_participants(participants_tsv)
-    tiv = read_tiv(tiv_tsv) if tiv_tsv is not None else None
-    values, kinds = covariate_values(table, covariates, rows, tiv=tiv)
-    site = None
-    if site_column is not None:
-        site_values, _ = covariate_values(table, [{site_column: "categorical"}], rows)
-        site = site_values[site_column].to_numpy(str)
-    return values, kinds, site
-
-
 def write_input_confounds(
     *,
     packs: Mapping[str, tuple[str | Path, str | Path]],
@@ -157,7 +139,7 @@ def write_input_confounds(
     audit_folds(folds)
     train = fold_rows(folds, fold, ["train"])
     site_col = site_column if method == "combat" else None
-    values, kinds, site = _covariates(train, participants_tsv, tiv_tsv, covariates, site_col)
+    values, kinds, site = covariates_of_rows(train, participants_tsv, tiv_tsv, covariates, site_col)
     opened = open_packs(packs)
     params: dict[str, np.ndarray] = {}
     meta: dict[str, Any] = {}
@@ -362,7 +344,7 @@ def open_input_confounds(
         params[name][param] = value
     rows = fold_rows(read_folds(folds_tsv), fold, ["train", "val", "test"])
     ids = list(rows["scan_id"])
-    values, _, site = _covariates(
+    values, _, site = covariates_of_rows(
         rows, files["participants"], files["tiv"], meta["covariates"], meta.get("site_column")
     )
     c = encode_rows(values, meta, ids)

@@ -20,9 +20,7 @@ import pandas as pd
 from brainlens.confounds.covariates import (
     TIV,
     covariate_names,
-    covariate_values,
-    read_participants,
-    read_tiv,
+    covariates_of_rows,
 )
 from brainlens.confounds.infold import (
     apply_confounds,
@@ -47,23 +45,6 @@ def fold_parts(folds: pd.DataFrame, fold: int) -> dict[str, pd.DataFrame]:
 
 def _all_rows(parts: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     return pd.concat([p.assign(role=r) for r, p in parts.items()], ignore_index=True)
-
-
-def _values(
-    rows: pd.DataFrame,
-    participants_tsv: str | Path,
-    tiv_tsv: str | Path | None,
-    covariates: Sequence[Any],
-    site_column: str | None,
-) -> tuple[pd.DataFrame, dict[str, str], np.ndarray | None]:
-    table = read_participants(participants_tsv)
-    tiv = read_tiv(tiv_tsv) if tiv_tsv is not None else None
-    values, kinds = covariate_values(table, covariates, rows, tiv=tiv)
-    site = None
-    if site_column is not None:
-        site_values, _ = covariate_values(table, [{site_column: "categorical"}], rows)
-        site = site_values[site_column].to_numpy(str)
-    return values, kinds, site
 
 
 def write_fold_confounds(
@@ -118,7 +99,7 @@ def write_fold_confounds(
         kind, parts, pack=pack, mask_nii=mask_nii, atlas_nii=atlas_nii, atlas_tsv=atlas_tsv
     )
     rows = _all_rows(parts)
-    values, kinds, site = _values(
+    values, kinds, site = covariates_of_rows(
         rows, participants_tsv, tiv_tsv, covariates, site_column if method == "combat" else None
     )
     params, meta = fit_fold_confounds(
@@ -180,7 +161,7 @@ def apply_fold_confounds(
         )
     out = {}
     for role, rows in parts.items():
-        values, _, site = _values(
+        values, _, site = covariates_of_rows(
             rows, participants_tsv, tiv_tsv, meta["covariates"], meta.get("site_column")
         )
         c = encode_rows(values, meta, list(rows["scan_id"]))
