@@ -301,3 +301,51 @@ def test_write_and_read_roundtrip(tmp_path):
     assert (back["role"].to_numpy() == written["role"].to_numpy()).all()
     assert back["fold"].dtype.kind == "i"
     audit_folds(back, scans=scans)
+
+
+def test_folds_table_carries_the_one_scan_id(tmp_path):
+    """folds.tsv has scan_id from bids.scan_key; fold_part reads it, never rebuilds it."""
+    from brainlens.bids import scan_key
+    from brainlens.folds import fold_part
+
+    scans = toy_scans().drop(columns="session_id").head(30)  # single-session: "n/a"
+    scans["session_id"] = ["ses-01" if i % 3 == 0 else "n/a" for i in range(len(scans))]
+    scans = scans.drop_duplicates(["participant_id", "session_id"])
+    out = tmp_path / "folds.tsv"
+    written = write_folds(scans, out, mode="kfold", n_folds=3, val_fraction=0.25, seed=2)
+    back = read_folds(out)
+    pairs = zip(back["participant_id"], back["session_id"], strict=True)
+    assert back["scan_id"].tolist() == [scan_key(p, s) for p, s in pairs]
+    assert back["scan_id"].tolist() == written["scan_id"].tolist()
+    single = back.loc[back["session_id"] == "n/a", ["participant_id", "scan_id"]]
+    assert len(single) and (single["scan_id"] == single["participant_id"]).all()
+    assert back.loc[back["session_id"] == "ses-01", "scan_id"].str.endswith("_ses-01").all()
+    # the column is read, not rebuilt: a planted id comes back as written
+    back.loc[back["fold"] == 0, "scan_id"] = "sub-planted"
+    assert set(fold_part(back, 0)["scan_id"]) == {"sub-planted"}
+
+
+def test_old_folds_table_without_scan_id_gives_the_fix(tmp_path):
+    """A folds.tsv from before scan_id is still read, but fold_part names file and fix."""
+    from brainlens.folds import fold_part
+
+    out = tmp_path / "folds.tsv"
+    write_folds(toy_scans(), out, mode="kfold", n_folds=3, seed=2)
+    old = tmp_path / "old_folds.tsv"
+    pd.read_csv(out, sep="\t").drop(columns="scan_id").to_csv(old, sep="\t", index=False)
+    folds = read_folds(old)  # the report and the summary need no scan ids
+    assert "scan_id" not in folds and folds["fold"].dtype.kind == "i"
+    with pytest.raises(DatasetError, match=r"old_folds\.tsv: no 'scan_id' column.*folds rule"):
+        fold_part(folds, 0, "train")
+    with pytest.raises(DatasetError, match="folds table: no 'scan_id'"):
+        fold_part(pd.DataFrame(folds.to_dict("list")), 0)  # a frame read elsewhere
+
+
+def test_audit_refuses_a_scan_id_that_is_not_the_rows_scan():
+    """A hand-edited scan_id would give another scan's map this row's role."""
+    scans, folds = _clean_folds()
+    audit_folds(folds, scans=scans)
+    bad = folds.copy()
+    bad.loc[bad.index[0], "scan_id"] = folds["scan_id"].iloc[-1]
+    with pytest.raises(DatasetError, match="scan_id is not the scan of their participant_id"):
+        audit_folds(bad, scans=scans)

@@ -85,7 +85,7 @@ def toy(tmp_path_factory: pytest.TempPathFactory) -> dict:
             role = "test" if first_half == (fold == 1) else ("val" if i % 10 >= 8 else "train")
             rows.append(
                 {"participant_id": ids[-1], "session_id": "n/a", "fold": fold, "role": role}
-                | {"label": label, "random_labels": False}
+                | {"label": label, "random_labels": False, "scan_id": ids[-1]}
             )
     pack_volumes(
         paths, scan_ids=ids, out_npy=root / "gm.npy", out_index=root / "gm.tsv", dtype="float32"

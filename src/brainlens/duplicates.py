@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from brainlens._io import atomic_output, write_text_atomic
+from brainlens.bids import scan_key
 from brainlens.errors import ConfigError, InputFileError, LeakageError
 from brainlens.volumes import fwhm_to_sigma_voxels, load_volume, smooth_volume
 
@@ -397,8 +398,7 @@ def _hash_linked(table: pd.DataFrame, scans: pd.DataFrame) -> np.ndarray:
         return np.zeros(len(table), dtype=bool)
     sessions = scans.get("session_id", pd.Series("n/a", index=scans.index)).astype(str)
     keys = [
-        p if s in ("", "n/a", "nan", "None") else f"{p}_{s}"
-        for p, s in zip(scans["participant_id"].astype(str), sessions, strict=True)
+        scan_key(p, s) for p, s in zip(scans["participant_id"].astype(str), sessions, strict=True)
     ]
     hashes = dict(zip(keys, scans["image_hash"].astype(str), strict=True))
     a = table["scan_a"].map(hashes).fillna("")

@@ -31,34 +31,34 @@ import numpy as np
 import pandas as pd
 
 from brainlens._io import atomic_output
-from brainlens.bids import scan_key
-from brainlens.errors import ConfigError, DatasetError, InputFileError, LeakageError
+from brainlens.errors import ConfigError, DatasetError
 from brainlens.feasibility import check_feasible
+from brainlens.fold_table import (
+    FOLD_COLUMNS,
+    NA,
+    ROLES,
+    audit_folds,
+    fold_part,
+    read_folds,
+    read_scans,
+    scan_id,
+)
+
+__all__ = [
+    "FOLD_COLUMNS",
+    "MODES",
+    "NA",
+    "ROLES",
+    "audit_folds",
+    "fold_part",
+    "make_folds",
+    "read_folds",
+    "read_scans",
+    "scan_id",
+    "write_folds",
+]
 
 MODES = ("kfold", "repeated", "holdout")
-ROLES = ("train", "val", "test")
-NA = "n/a"
-#: Columns of a folds table, in order.
-FOLD_COLUMNS = ["participant_id", "session_id", "fold", "role", "label", "random_labels"]
-
-
-def scan_id(participant_id: str, session_id: str) -> str:
-    """BIDS-style scan identifier: ``sub-01`` or ``sub-01_ses-02``.
-
-    Parameters
-    ----------
-    participant_id : str
-        E.g. ``"sub-01"``.
-    session_id : str
-        E.g. ``"ses-02"``, or ``"n/a"`` (or empty) for single-session datasets.
-
-    Returns
-    -------
-    str
-        :func:`brainlens.bids.scan_key`, the one home of scan ids (a session with several
-        T1w kept has ``session_id`` like ``ses-02_run-2``).
-    """
-    return scan_key(participant_id, session_id)
 
 
 def _normalise_scans(
@@ -94,6 +94,9 @@ def _normalise_scans(
             f"{df.loc[bad, 'participant_id'].head(3).tolist()}. Fix: drop them or fill in the label"
         )
     df["label"] = df[label_column].astype(str)
+    df["scan_id"] = [
+        scan_id(p, s) for p, s in zip(df["participant_id"], df["session_id"], strict=True)
+    ]
     return df
 
 
@@ -224,7 +227,9 @@ def make_folds(
     Returns
     -------
     DataFrame
-        Columns :data:`FOLD_COLUMNS`; one row per scan per fold.
+        Columns :data:`FOLD_COLUMNS`; one row per scan per fold. ``scan_id`` is
+        :func:`brainlens.bids.scan_key` of the row, made here once: every reader of the
+        table takes it from there (:func:`brainlens.fold_table.fold_part`).
 
     Raises
     ------
@@ -252,34 +257,76 @@ def make_folds(
         test_fraction=test_fraction,
     )
     strata = gt["stratum"].to_numpy()
-    assignments: list[np.ndarray] = []  # per fold: role per group
     if mode == "kfold":
-        rng = np.random.default_rng(split_ss)
-        order = _stratified_order(strata, rng)
-        test_fold = np.empty(len(gt), dtype=int)
-        test_fold[order] = (np.arange(len(gt)) + rng.integers(n_folds)) % n_folds
-        val_share = val_fraction / (1 - 1.0 / n_folds)
-        for k, fold_ss in enumerate(split_ss.spawn(n_folds)):
-            fold_rng = np.random.default_rng(fold_ss)
-            roles = np.full(len(gt), "train", dtype=object)
-            roles[test_fold == k] = "test"
-            rest = np.flatnonzero(test_fold != k)
-            roles[rest[_take(strata[rest], val_share, fold_rng)]] = "val"
-            assignments.append(roles)
+        assignments = _kfold_roles(strata, n_folds, val_fraction, split_ss)
     else:
         repeats = 1 if mode == "holdout" else int(n_repeats)
-        for fold_ss in split_ss.spawn(repeats):
-            fold_rng = np.random.default_rng(fold_ss)
-            roles = np.full(len(gt), "train", dtype=object)
-            test = _take(strata, test_fraction, fold_rng)
-            roles[test] = "test"
-            rest = np.flatnonzero(~test)
-            roles[rest[_take(strata[rest], val_fraction / (1 - test_fraction), fold_rng)]] = "val"
-            assignments.append(roles)
+        assignments = _random_split_roles(strata, repeats, val_fraction, test_fraction, split_ss)
+    return _folds_table(df, gt, assignments, label_ss, random_labels=random_labels)
 
+
+def _kfold_roles(
+    strata: np.ndarray, n_folds: int, val_fraction: float, split_ss: np.random.SeedSequence
+) -> list[np.ndarray]:
+    """Role per group in each of ``n_folds`` folds: fold ``k`` tests the k-th stratified fold.
+
+    The validation part is a stratified ``val_fraction`` of all groups, taken from the
+    other folds with the fold's own generator.
+    """
+    rng = np.random.default_rng(split_ss)
+    order = _stratified_order(strata, rng)
+    n = len(strata)
+    test_fold = np.empty(n, dtype=int)
+    test_fold[order] = (np.arange(n) + rng.integers(n_folds)) % n_folds
+    val_share = val_fraction / (1 - 1.0 / n_folds)
+    assignments = []
+    for k, fold_ss in enumerate(split_ss.spawn(n_folds)):
+        fold_rng = np.random.default_rng(fold_ss)
+        roles = np.full(n, "train", dtype=object)
+        roles[test_fold == k] = "test"
+        rest = np.flatnonzero(test_fold != k)
+        roles[rest[_take(strata[rest], val_share, fold_rng)]] = "val"
+        assignments.append(roles)
+    return assignments
+
+
+def _random_split_roles(
+    strata: np.ndarray,
+    repeats: int,
+    val_fraction: float,
+    test_fraction: float,
+    split_ss: np.random.SeedSequence,
+) -> list[np.ndarray]:
+    """Role per group in each of ``repeats`` independent stratified train/val/test splits."""
+    assignments = []
+    for fold_ss in split_ss.spawn(repeats):
+        fold_rng = np.random.default_rng(fold_ss)
+        roles = np.full(len(strata), "train", dtype=object)
+        test = _take(strata, test_fraction, fold_rng)
+        roles[test] = "test"
+        rest = np.flatnonzero(~test)
+        roles[rest[_take(strata[rest], val_fraction / (1 - test_fraction), fold_rng)]] = "val"
+        assignments.append(roles)
+    return assignments
+
+
+def _folds_table(
+    df: pd.DataFrame,
+    gt: pd.DataFrame,
+    assignments: list[np.ndarray],
+    label_ss: np.random.SeedSequence,
+    *,
+    random_labels: bool,
+) -> pd.DataFrame:
+    """The folds table from the groups' roles per fold: one row per scan per fold.
+
+    ``df`` holds the scans (with their ``group``), ``gt`` one row per group (its true
+    ``label``); with ``random_labels`` each fold's labels are shuffled
+    (:func:`_random_labels_for`, one generator per fold spawned from ``label_ss``).
+    """
     true_labels = gt["label"].to_numpy()
     label_rngs = [np.random.default_rng(ss) for ss in label_ss.spawn(len(assignments))]
-    scan_part = df[["participant_id", "session_id", "group"]].copy()
+    scan_part = df[["participant_id", "session_id", "scan_id", "group"]].copy()
     out = []
     for k, roles in enumerate(assignments):
         labels = (
@@ -336,157 +383,6 @@ def _random_labels_for(
         idx = np.flatnonzero(roles == role)
         out[idx] = _balanced_shuffle(labels[idx], rng)
     return out
-
-
-def audit_folds(folds: pd.DataFrame, *, scans: pd.DataFrame | None = None) -> None:
-    """Raise :class:`LeakageError` if a folds table lets information leak.
-
-    Checks, per fold: no scan has two roles; no participant is on two sides; no two
-    scans with identical ``image_hash`` (from ``folds`` or ``scans``) are on two
-    sides; the fold has a train, a val and a test part.
-
-    Parameters
-    ----------
-    folds : DataFrame
-        As returned by :func:`make_folds` (or read from its TSV).
-    scans : DataFrame, optional
-        The scans table with ``participant_id``, ``session_id`` and ``image_hash``.
-
-    Raises
-    ------
-    LeakageError
-        Naming the fold, the participants/scans and the kind of leak.
-    """
-    need = ["participant_id", "session_id", "fold", "role"]
-    missing = [c for c in need if c not in folds.columns]
-    if missing:
-        raise DatasetError(
-            f"folds table: missing column(s) {missing}. Fix: create it with make_folds"
-        )
-    f = folds.copy()
-    f["participant_id"] = f["participant_id"].astype(str)
-    f["session_id"] = f["session_id"].fillna(NA).astype(str)
-    bad_roles = sorted(set(f["role"]) - set(ROLES))
-    if bad_roles:
-        raise DatasetError(f"folds table: unknown role(s) {bad_roles}; expected {list(ROLES)}")
-    hashes = None
-    if scans is not None and "image_hash" in scans.columns:
-        s = scans.copy()
-        if "session_id" not in s.columns:
-            s["session_id"] = NA
-        s["participant_id"] = s["participant_id"].astype(str)
-        s["session_id"] = s["session_id"].fillna(NA).astype(str)
-        hashes = s[["participant_id", "session_id", "image_hash"]]
-    elif "image_hash" in f.columns:
-        hashes = f[["participant_id", "session_id", "image_hash"]].drop_duplicates()
-
-    for k, g in f.groupby("fold", sort=True):
-        roles = g.groupby(["participant_id", "session_id"])["role"].nunique()
-        if (roles > 1).any():
-            ids = [scan_id(*i) for i in roles[roles > 1].index[:5]]
-            raise LeakageError(
-                f"fold {k}: scan(s) {ids} have more than one role. Fix: regenerate the folds "
-                "with brainlens.folds.make_folds"
-            )
-        sides = g.groupby("participant_id")["role"].unique()
-        split = sides[sides.map(len) > 1]
-        if len(split):
-            detail = {p: sorted(r) for p, r in split.head(5).items()}
-            raise LeakageError(
-                f"fold {k}: participant(s) on more than one side {detail}; all sessions of "
-                "a participant must share one role. Fix: regenerate the folds with make_folds"
-            )
-        present = set(g["role"])
-        for role in ROLES:
-            if role not in present:
-                raise LeakageError(
-                    f"fold {k}: no {role!r} part (roles present: {sorted(present)}); model "
-                    "selection needs val, evaluation needs test. Fix: regenerate the folds"
-                )
-        if hashes is not None:
-            m = g.merge(hashes, on=["participant_id", "session_id"], how="left").dropna(
-                subset=["image_hash"]
-            )
-            per_hash = m.groupby("image_hash")["role"].nunique()
-            for h in per_hash[per_hash > 1].index[:1]:
-                rows = m[m["image_hash"] == h]
-                ids = [
-                    f"{scan_id(p, s)} ({r})"
-                    for p, s, r in rows[["participant_id", "session_id", "role"]].itertuples(
-                        index=False
-                    )
-                ]
-                raise LeakageError(
-                    f"fold {k}: scans {ids} have identical image content (image_hash "
-                    f"{str(h)[:12]}...) but are on different sides. Fix: remove the duplicate "
-                    "or regenerate the folds with make_folds(scans with image_hash)"
-                )
-
-
-def read_scans(path: str | Path) -> pd.DataFrame:
-    """Read a scans TSV (strings kept as strings, ``n/a`` kept literally)."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputFileError(p, "file not found", "create the scans table first")
-    return pd.read_csv(p, sep="\t", dtype=str, keep_default_na=False)
-
-
-def read_folds(path: str | Path) -> pd.DataFrame:
-    """Read a folds TSV written by :func:`write_folds`."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputFileError(p, "file not found", "run the folds step (write_folds) first")
-    df = pd.read_csv(
-        p,
-        sep="\t",
-        dtype={"participant_id": str, "session_id": str, "label": str},
-        keep_default_na=False,
-    )
-    missing = [c for c in ["participant_id", "session_id", "fold", "role", "label"] if c not in df]
-    if missing:
-        raise InputFileError(p, f"missing column(s) {missing}", "regenerate it with write_folds")
-    df["fold"] = df["fold"].astype(int)
-    if "random_labels" in df.columns:
-        df["random_labels"] = df["random_labels"].astype(str).str.lower() == "true"
-    return df
-
-
-def fold_part(
-    folds: pd.DataFrame, fold: int, role: str | Sequence[str] | None = None
-) -> pd.DataFrame:
-    """The rows of one fold (of one role, of several, or of all), with a ``scan_id`` column.
-
-    Parameters
-    ----------
-    folds : pandas.DataFrame
-        A folds table (:func:`read_folds`): ``participant_id``, ``session_id``, ``fold``,
-        ``role`` per row.
-    fold : int
-        The fold.
-    role : str or sequence of str, optional
-        One of :data:`ROLES`, several of them, or None for every row of the fold.
-
-    Returns
-    -------
-    pandas.DataFrame
-        The matching rows in table order, index reset, plus ``scan_id`` (:func:`scan_id`).
-
-    Raises
-    ------
-    ConfigError
-        ``role`` names a role not in :data:`ROLES`.
-    """
-    keep = folds["fold"] == int(fold)
-    if role is not None:
-        roles = [role] if isinstance(role, str) else list(role)
-        if unknown := sorted(set(roles) - set(ROLES)):
-            raise ConfigError(f"fold role(s) {unknown}: expected some of {list(ROLES)}")
-        keep &= folds["role"].isin(roles)
-    part = folds[keep].copy()
-    part["scan_id"] = [
-        scan_id(p, s) for p, s in zip(part["participant_id"], part["session_id"], strict=True)
-    ]
-    return part.reset_index(drop=True)
 
 
 def write_folds(

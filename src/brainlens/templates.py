@@ -2,7 +2,7 @@
 
 :func:`build_templates` writes, on :func:`brainlens.grid.mni_grid` at the requested
 resolution (RAS+, float32 unless noted), the files named by
-:data:`brainlens.derivatives.TEMPLATES` (e.g. ``tpl-MNI152NLin2009cSym_res-2_T1w.nii.gz``):
+:data:`brainlens.derivatives.TEMPLATES` (e.g. ``tpl-MNI152NLin2009aSym_res-2_T1w.nii.gz``):
 
 ==================  ==========================================================================
 key                 source
@@ -120,34 +120,9 @@ def _save(arr: np.ndarray, affine: np.ndarray, path: Path, dtype: type = np.floa
     save_nifti(arr, affine, path, code="mni", dtype=dtype)
 
 
-def build_templates(out_dir: Path, *, resolution: float) -> dict[str, Path]:
-    """Write the brain template, priors and head template on the MNI analysis grid.
-
-    Parameters
-    ----------
-    out_dir : Path
-        Output folder (created).
-    resolution : float
-        Grid resolution in mm (1, 1.5, 2 or 4); see :func:`brainlens.grid.mni_grid`.
-
-    Returns
-    -------
-    dict of str to Path
-        Keys ``"t1w"`` (brain T1, intensities scaled to [0, 1]), ``"brain_mask"``,
-        ``"gm"``, ``"wm"``, ``"csf"`` (prior probabilities in [0, 1], GM + WM + CSF = soft
-        brain mask <= 1), ``"head"`` (head T1 with skull, [0, 1]), ``"head_mask"`` and
-        ``"provenance"`` (``provenance.json``: source file, package, version, licence and
-        sha256 per output). All images have shape ``mni_grid(resolution)[0]``.
-
-    Raises
-    ------
-    InputFileError
-        A source file is missing from the installed packages.
-    """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    shape, affine = mni_grid(resolution)
-    paths = template_paths(out_dir, resolution)
+def _template_sources() -> dict[str, Path]:
+    """Source file per template key (nilearn's MNI 2009a copy, the vendored head);
+    raise if one is missing from the installed packages."""
     ndir, vdir = _nilearn_data_dir(), _vendored_dir()
     src = {k: ndir / f for k, f in _NILEARN_FILES.items()} | {
         k: vdir / f for k, f in _HEAD_FILES.items()
@@ -157,36 +132,19 @@ def build_templates(out_dir: Path, *, resolution: float) -> dict[str, Path]:
             raise InputFileError(
                 p, f"template source for {key!r} not found", "reinstall nilearn / brainlens"
             )
-    imgs = {k: nib.as_closest_canonical(nib.load(p)) for k, p in src.items()}
-    arrs = {k: np.asarray(img.dataobj, dtype=np.float32) for k, img in imgs.items()}
+    return src
 
-    t1 = arrs["t1w"] / arrs["t1w"].max()
-    gm, wm = arrs["gm"] / 255.0, arrs["wm"] / 255.0
-    mask1 = ndi.binary_fill_holes((t1 > 0.2) | (gm + wm > 0.5))
-    # soft brain mask: smooth edge so that CSF prior has partial volume at the surface
-    soft = np.clip(ndi.gaussian_filter(mask1.astype(np.float32), 1.0), 0, 1)
-    soft = np.maximum(soft, np.clip(gm + wm, 0, 1))
-    csf = np.clip(soft - gm - wm, 0, 1)
-    a_src = imgs["t1w"].affine
 
-    out = {
-        "t1w": resample_to_grid(t1, a_src, shape, affine),
-        "gm": resample_to_grid(gm, a_src, shape, affine),
-        "wm": resample_to_grid(wm, a_src, shape, affine),
-        "csf": resample_to_grid(csf, a_src, shape, affine),
-    }
-    mask = resample_to_grid(mask1.astype(np.float32), a_src, shape, affine) >= 0.5
-    head = arrs["head"] / np.percentile(arrs["head"][arrs["head"] > 0], 99.9)
-    out["head"] = np.clip(resample_to_grid(head, imgs["head"].affine, shape, affine), 0, None)
-    hmask = resample_to_grid(arrs["head_mask"], imgs["head_mask"].affine, shape, affine) >= 0.5
-    for k in ("gm", "wm", "csf"):
-        out[k] = np.clip(out[k], 0, 1)
-
-    for k, arr in out.items():
-        _save(arr, affine, paths[k])
-    _save(mask, affine, paths["brain_mask"], np.uint8)
-    _save(hmask, affine, paths["head_mask"], np.uint8)
-
+def _provenance(
+    src: dict[str, Path],
+    paths: dict[str, Path],
+    *,
+    resolution: float,
+    shape: tuple[int, ...],
+    affine: np.ndarray,
+) -> dict[str, object]:
+    """``provenance.json``'s content: the grid, and per written template its sources
+    (with sha256), package, original, licence, derivation and own sha256."""
     nilearn_v = importlib.metadata.version("nilearn")
     prov: dict[str, object] = {
         "space": SPACE,
@@ -223,5 +181,68 @@ def build_templates(out_dir: Path, *, resolution: float) -> dict[str, Path]:
             "derivation": derivation[k],
             "sha256": _sha256(paths[k]),
         }
+    return prov
+
+
+def build_templates(out_dir: Path, *, resolution: float) -> dict[str, Path]:
+    """Write the brain template, priors and head template on the MNI analysis grid.
+
+    Parameters
+    ----------
+    out_dir : Path
+        Output folder (created).
+    resolution : float
+        Grid resolution in mm (1, 1.5, 2 or 4); see :func:`brainlens.grid.mni_grid`.
+
+    Returns
+    -------
+    dict of str to Path
+        Keys ``"t1w"`` (brain T1, intensities scaled to [0, 1]), ``"brain_mask"``,
+        ``"gm"``, ``"wm"``, ``"csf"`` (prior probabilities in [0, 1], GM + WM + CSF = soft
+        brain mask <= 1), ``"head"`` (head T1 with skull, [0, 1]), ``"head_mask"`` and
+        ``"provenance"`` (``provenance.json``: source file, package, version, licence and
+        sha256 per output). All images have shape ``mni_grid(resolution)[0]``.
+
+    Raises
+    ------
+    InputFileError
+        A source file is missing from the installed packages.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shape, affine = mni_grid(resolution)
+    paths = template_paths(out_dir, resolution)
+    src = _template_sources()
+    imgs = {k: nib.as_closest_canonical(nib.load(p)) for k, p in src.items()}
+    arrs = {k: np.asarray(img.dataobj, dtype=np.float32) for k, img in imgs.items()}
+
+    t1 = arrs["t1w"] / arrs["t1w"].max()
+    gm, wm = arrs["gm"] / 255.0, arrs["wm"] / 255.0
+    mask1 = ndi.binary_fill_holes((t1 > 0.2) | (gm + wm > 0.5))
+    # soft brain mask: smooth edge so that CSF prior has partial volume at the surface
+    soft = np.clip(ndi.gaussian_filter(mask1.astype(np.float32), 1.0), 0, 1)
+    soft = np.maximum(soft, np.clip(gm + wm, 0, 1))
+    csf = np.clip(soft - gm - wm, 0, 1)
+    a_src = imgs["t1w"].affine
+
+    out = {
+        "t1w": resample_to_grid(t1, a_src, shape, affine),
+        "gm": resample_to_grid(gm, a_src, shape, affine),
+        "wm": resample_to_grid(wm, a_src, shape, affine),
+        "csf": resample_to_grid(csf, a_src, shape, affine),
+    }
+    mask = resample_to_grid(mask1.astype(np.float32), a_src, shape, affine) >= 0.5
+    head = arrs["head"] / np.percentile(arrs["head"][arrs["head"] > 0], 99.9)
+    out["head"] = np.clip(resample_to_grid(head, imgs["head"].affine, shape, affine), 0, None)
+    hmask = resample_to_grid(arrs["head_mask"], imgs["head_mask"].affine, shape, affine) >= 0.5
+    for k in ("gm", "wm", "csf"):
+        out[k] = np.clip(out[k], 0, 1)
+
+    for k, arr in out.items():
+        _save(arr, affine, paths[k])
+    _save(mask, affine, paths["brain_mask"], np.uint8)
+    _save(hmask, affine, paths["head_mask"], np.uint8)
+
+    prov = _provenance(src, paths, resolution=resolution, shape=shape, affine=affine)
     write_text_atomic(paths["provenance"], json.dumps(prov, indent=2) + "\n")
     return paths

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 
+from brainlens._io import atomic_output, write_text_atomic
 from brainlens.attribution._common import AttributionError
 from brainlens.errors import ConfigError, InputFileError, LeakageError
 from brainlens.folds import fold_part, read_folds
@@ -255,6 +256,19 @@ def _mean_of_scans(
     return np.stack(chans).astype(np.float32)
 
 
+def _control_scans(
+    ids: Sequence[str], labels: Sequence[str], control_class: str | None, *, fold: int, folds_tsv
+) -> list[str]:
+    """The training scans of ``control_class`` (``train_control_mean``); it must occur."""
+    if control_class not in set(labels):
+        raise ConfigError(
+            f"attribution.baseline.control_class: {control_class!r} is not a class of "
+            f"the training part of fold {fold} in {folds_tsv} (classes: "
+            f"{sorted(set(labels))}). Fix: name one of them"
+        )
+    return [i for i, lab in zip(ids, labels, strict=True) if lab == control_class]
+
+
 def write_fold_baseline(
     *,
     packs: Sequence[tuple[Path, Path]],
@@ -319,13 +333,7 @@ def write_fold_baseline(
     else:
         used = ids
         if kind == "train_control_mean":
-            if control_class not in set(labels):
-                raise ConfigError(
-                    f"attribution.baseline.control_class: {control_class!r} is not a class of "
-                    f"the training part of fold {fold} in {folds_tsv} (classes: "
-                    f"{sorted(set(labels))}). Fix: name one of them"
-                )
-            used = [i for i, lab in zip(ids, labels, strict=True) if lab == control_class]
+            used = _control_scans(ids, labels, control_class, fold=fold, folds_tsv=folds_tsv)
         array = _mean_of_scans(packs, used, harmonise)
     meta = {
         "kind": kind,
@@ -346,9 +354,9 @@ def write_fold_baseline(
             note="placeholder array: the baseline is each scan blurred, made at attribution "
             "time from that scan alone",
         )
-    Path(out_npy).parent.mkdir(parents=True, exist_ok=True)
-    np.save(out_npy, array)
-    Path(out_json).write_text(json.dumps(meta, indent=2) + "\n")
+    with atomic_output(out_npy) as tmp:
+        np.save(tmp, array)
+    write_text_atomic(out_json, json.dumps(meta, indent=2) + "\n")
     return Baseline(
         kind=kind,
         array=array,

@@ -309,6 +309,75 @@ def _check_fold(
     return rows, cascades, curves
 
 
+def _check_one_per_fold(
+    n_folds: int,
+    *,
+    confounds: Sequence[Mapping[str, Any]] | None,
+    baselines: Sequence[tuple[Path, Path]] | None,
+) -> None:
+    """Raise unless ``confounds`` and ``baselines`` (when given) have one entry per fold."""
+    if confounds is not None and len(confounds) != n_folds:
+        raise ConfigError(
+            f"sanity_checks: {len(confounds)} confound specs for {n_folds} folds; "
+            "expected one per fold"
+        )
+    if baselines is not None and len(baselines) != n_folds:
+        raise ConfigError(
+            f"sanity_checks: {len(baselines)} baselines for {n_folds} folds; "
+            "expected one (npy, json) pair per fold"
+        )
+
+
+def _chosen_scans(
+    attribution_tables: Sequence[Path], *, per_class: int, seed: int, method: str
+) -> pd.DataFrame:
+    """Up to ``per_class`` explained scans per class over the folds' attribution tables
+    (:func:`~brainlens.attribution.check_inputs.select_scans`); raise if there are none."""
+    tables = [pd.read_csv(p, sep="\t", dtype={"label": str}) for p in attribution_tables]
+    chosen, counts = select_scans(tables, per_class=per_class, seed=seed)
+    log.info("%s: %s scans per class (asked for %d)", method, counts, per_class)
+    if chosen.empty:
+        raise InputFileError(
+            Path(attribution_tables[0]) if attribution_tables else Path("."),
+            "no explained scans in the attribution tables",
+            "run the attribute rule with attribution.max_scans_per_fold >= 1",
+        )
+    return chosen
+
+
+def _check_folds(
+    chosen: pd.DataFrame,
+    model_paths: Sequence[Path],
+    baselines: Sequence[tuple[Path, Path]] | None,
+    random_label_models: Sequence[Path] | None,
+    confounds: Sequence[Mapping[str, Any]] | None,
+    ctx: Mapping[str, Any],
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """:func:`_check_fold` on each fold's chosen scans (``source`` = fold position in
+    ``model_paths``); the per-scan, cascade and curve tables over all folds."""
+    rows, cascades, curves = [], [], []
+    for source, group in chosen.groupby("source", sort=True):
+        files = None if baselines is None else baselines[int(source)]
+        rl = None if not random_label_models else Path(random_label_models[int(source)])
+        spec = None if confounds is None else confounds[int(source)]
+        r, c, k = _check_fold(
+            Path(model_paths[int(source)]),
+            group,
+            files,
+            random_label_path=rl,
+            confounds=spec,
+            **ctx,
+        )
+        rows, cascades, curves = rows + r, cascades + c, curves + k
+    out = pd.DataFrame(rows)
+    cascade_all = pd.concat(cascades, ignore_index=True)
+    front = ["fold", "scan_id", "label"]
+    cascade_all = cascade_all[front + [c for c in cascade_all.columns if c not in front]]
+    curves_all = pd.concat(curves, ignore_index=True)
+    curves_all = curves_all[["fold", "scan_id", "curve", "order", "fraction", "score"]]
+    return out, cascade_all, curves_all
+
+
 def run_sanity_checks(
     *,
     model_paths: Sequence[Path],
@@ -380,57 +449,16 @@ def run_sanity_checks(
     atlas = np.asanyarray(nib.load(str(atlas_nii)).dataobj).astype(np.int64) if atlas_nii else None
     opts = _method_options(method, options, atlas)
     brain = load_brain_mask(templates_dir, resolution, atlas, atlas_nii)
-    tables = [pd.read_csv(p, sep="\t", dtype={"label": str}) for p in attribution_tables]
-    if confounds is not None and len(confounds) != len(model_paths):
-        raise ConfigError(
-            f"sanity_checks: {len(confounds)} confound specs for {len(model_paths)} folds; "
-            "expected one per fold"
-        )
-    if baselines is not None and len(baselines) != len(model_paths):
-        raise ConfigError(
-            f"sanity_checks: {len(baselines)} baselines for {len(model_paths)} folds; "
-            "expected one (npy, json) pair per fold"
-        )
+    _check_one_per_fold(len(model_paths), confounds=confounds, baselines=baselines)
     per_class = int(cfg.get("scans_per_class", 10))
-    chosen, counts = select_scans(tables, per_class=per_class, seed=seed)
-    log.info("%s: %s scans per class (asked for %d)", method, counts, per_class)
-    if chosen.empty:
-        raise InputFileError(
-            Path(attribution_tables[0]) if attribution_tables else Path("."),
-            "no explained scans in the attribution tables",
-            "run the attribute rule with attribution.max_scans_per_fold >= 1",
-        )
-    ctx = {
-        "packs": packs,
-        "method": method,
-        "opts": opts,
-        "folds_tsv": folds_tsv,
-        "brain": brain,
-        "cfg": cfg,
-        "seed": seed,
-        "gt": gt,
-        "atlas": atlas,
-    }
-    rows, cascades, curves = [], [], []
-    for source, group in chosen.groupby("source", sort=True):
-        files = None if baselines is None else baselines[int(source)]
-        rl = None if not random_label_models else Path(random_label_models[int(source)])
-        spec = None if confounds is None else confounds[int(source)]
-        r, c, k = _check_fold(
-            Path(model_paths[int(source)]),
-            group,
-            files,
-            random_label_path=rl,
-            confounds=spec,
-            **ctx,
-        )
-        rows, cascades, curves = rows + r, cascades + c, curves + k
-    out = pd.DataFrame(rows)
-    cascade_all = pd.concat(cascades, ignore_index=True)
-    front = ["fold", "scan_id", "label"]
-    cascade_all = cascade_all[front + [c for c in cascade_all.columns if c not in front]]
-    curves_all = pd.concat(curves, ignore_index=True)
-    curves_all = curves_all[["fold", "scan_id", "curve", "order", "fraction", "score"]]
+    chosen = _chosen_scans(attribution_tables, per_class=per_class, seed=seed, method=method)
+    ctx = dict(
+        packs=packs, method=method, opts=opts, folds_tsv=folds_tsv, brain=brain, cfg=cfg,
+        seed=seed, gt=gt, atlas=atlas,
+    )  # fmt: skip
+    out, cascade_all, curves_all = _check_folds(
+        chosen, model_paths, baselines, random_label_models, confounds, ctx
+    )
     summary = summarize_sanity(
         out,
         cascade_all,

@@ -19,17 +19,16 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
+from brainlens._io import atomic_output, save_nifti, write_text_atomic
 from brainlens.errors import ConfigError, InputFileError
 from brainlens.folds import audit_folds, read_folds
 from brainlens.linear.confounds import apply_fold_confounds, fold_parts
@@ -45,12 +44,6 @@ log = logging.getLogger(__name__)
 #: Monitored validation values (as the CNN's ``train.early_stopping.monitor``).
 MONITORS = ("val_loss", "val_accuracy", "val_balanced_accuracy", "val_roc_auc")
 DEFAULT_C_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def weighted_log_loss(y: np.ndarray, proba: np.ndarray, class_weight: np.ndarray) -> float:
@@ -160,18 +153,17 @@ def _role(folds: pd.DataFrame, fold: int, role: str) -> pd.DataFrame:
 
 def _save_model(path: Path, clf, scaler, c: float, names: Sequence[str], meta: dict) -> None:
     """``model.npz``: weights (standardised features), standardisation, C, feature info."""
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")
-    np.savez_compressed(
-        tmp,
-        coef=clf.coef_,
-        intercept=clf.intercept_,
-        mean=scaler.mean_,
-        scale=scaler.scale_,
-        C=c,
-        class_names=np.array(names),
-        **meta,
-    )
-    tmp.replace(path)
+    with atomic_output(path) as tmp:
+        np.savez_compressed(
+            tmp,
+            coef=clf.coef_,
+            intercept=clf.intercept_,
+            mean=scaler.mean_,
+            scale=scaler.scale_,
+            C=c,
+            class_names=np.array(names),
+            **meta,
+        )
 
 
 def _write_predictions(
@@ -182,7 +174,7 @@ def _write_predictions(
     table["pred"] = [names[i] for i in proba.argmax(axis=1)]
     for i, c in enumerate(names):
         table[f"prob_{c}"] = proba[:, i]
-    _write_text(path, table.to_csv(sep="\t", index=False, float_format="%.6g"))
+    write_text_atomic(path, table.to_csv(sep="\t", index=False, float_format="%.6g"))
 
 
 def _fold_metrics(
@@ -216,6 +208,81 @@ def _fold_metrics(
         "features": LINEAR_MODELS[model],
         "seed": int(seed),
     }
+
+
+def _audited_folds(folds_tsv: str | Path, fold: int) -> pd.DataFrame:
+    """The folds table, audited for leakage; raise unless it has ``fold``."""
+    folds = read_folds(folds_tsv)
+    audit_folds(folds)
+    if fold not in set(folds["fold"]):
+        raise ConfigError(f"fold={fold!r}: not in {folds_tsv} (folds {sorted(set(folds['fold']))})")
+    return folds
+
+
+def _linear_features(
+    kind: str,
+    parts: dict[str, pd.DataFrame],
+    *,
+    pack: tuple[str | Path, str | Path] | None,
+    mask_nii: str | Path | None,
+    atlas_nii: str | Path | None,
+    atlas_tsv: str | Path | None,
+    participants_tsv: str | Path | None,
+    covariates: Sequence[Any],
+    tiv_tsv: str | Path | None,
+    confounds: tuple[str | Path, str | Path] | None,
+    folds_tsv: str | Path,
+    fold: int,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Features per part (``train``, ``val``, ``test``) of a :data:`LINEAR_MODELS` kind and
+    what ``model.npz`` keeps of them (``feature_names``, ...).
+
+    ``covariates``: the covariates themselves (never residualised: ``confounds`` is
+    refused). Voxels or regions: :func:`brainlens.linear.features.fold_features`, then the
+    fold's confound removal when ``confounds`` is given (audited against ``folds_tsv``).
+    """
+    if kind == "covariates":
+        if confounds is not None:
+            raise ConfigError(
+                "confounds_only is the covariates themselves and is never residualised or "
+                "harmonised. Fix: pass no confound parameters for it"
+            )
+        x, names_cov = covariate_features(
+            parts, participants_tsv=participants_tsv, covariates=covariates, tiv_tsv=tiv_tsv
+        )
+        return x, {"feature_names": np.array(names_cov)}
+    x, meta = fold_features(
+        kind, parts, pack=pack, mask_nii=mask_nii, atlas_nii=atlas_nii, atlas_tsv=atlas_tsv
+    )
+    files = {"folds_tsv": folds_tsv, "participants_tsv": participants_tsv, "tiv_tsv": tiv_tsv}
+    return _without_confounds(x, parts, confounds, fold=fold, **files), meta
+
+
+def _without_confounds(
+    x: dict[str, np.ndarray],
+    parts: dict[str, pd.DataFrame],
+    confounds: tuple[str | Path, str | Path] | None,
+    *,
+    folds_tsv: str | Path,
+    fold: int,
+    participants_tsv: str | Path | None,
+    tiv_tsv: str | Path | None,
+) -> dict[str, np.ndarray]:
+    """``x`` with the fold's confounds removed
+    (:func:`~brainlens.linear.confounds.apply_fold_confounds`, audited first); as it is
+    without ``confounds``."""
+    if confounds is None:
+        return x
+    return apply_fold_confounds(
+        x,
+        parts,
+        npz=confounds[0],
+        sidecar=confounds[1],
+        folds_tsv=folds_tsv,
+        fold=fold,
+        participants_tsv=participants_tsv,
+        tiv_tsv=tiv_tsv,
+    )
 
 
 def train_linear_fold(
@@ -278,54 +345,25 @@ def train_linear_fold(
     """
     if model not in LINEAR_MODELS:
         raise ConfigError(f"baselines.models: unknown {model!r}; allowed {sorted(LINEAR_MODELS)}")
-    folds = read_folds(folds_tsv)
-    audit_folds(folds)
-    if fold not in set(folds["fold"]):
-        raise ConfigError(f"fold={fold!r}: not in {folds_tsv} (folds {sorted(set(folds['fold']))})")
+    folds = _audited_folds(folds_tsv, fold)
     names = [str(c) for c in class_names] if class_names else sorted(folds["label"].unique())
     code = {c: i for i, c in enumerate(names)}
     parts = fold_parts(folds, fold)
-    kind = LINEAR_MODELS[model]
-    if kind == "covariates":
-        if confounds is not None:
-            raise ConfigError(
-                "confounds_only is the covariates themselves and is never residualised or "
-                "harmonised. Fix: pass no confound parameters for it"
-            )
-        x, names_cov = covariate_features(
-            parts, participants_tsv=participants_tsv, covariates=covariates, tiv_tsv=tiv_tsv
-        )
-        meta = {"feature_names": np.array(names_cov)}
-    else:
-        x, meta = fold_features(
-            kind, parts, pack=pack, mask_nii=mask_nii, atlas_nii=atlas_nii, atlas_tsv=atlas_tsv
-        )
-        if confounds is not None:
-            x = apply_fold_confounds(
-                x,
-                parts,
-                npz=confounds[0],
-                sidecar=confounds[1],
-                folds_tsv=folds_tsv,
-                fold=fold,
-                participants_tsv=participants_tsv,
-                tiv_tsv=tiv_tsv,
-            )
+    x, meta = _linear_features(
+        LINEAR_MODELS[model], parts, pack=pack, mask_nii=mask_nii, atlas_nii=atlas_nii,
+        atlas_tsv=atlas_tsv, participants_tsv=participants_tsv, covariates=covariates,
+        tiv_tsv=tiv_tsv, confounds=confounds, folds_tsv=folds_tsv, fold=fold,
+    )  # fmt: skip
     y = {r: np.array([code[v] for v in rows["label"]], dtype=int) for r, rows in parts.items()}
     clf, scaler, history, best = select_and_fit(
-        x["train"],
-        y["train"],
-        x["val"],
-        y["val"],
-        class_names=names,
-        c_grid=c_grid,
-        monitor=monitor,
-        seed=seed,
-        max_iter=max_iter,
-    )
+        x["train"], y["train"], x["val"], y["val"], class_names=names, c_grid=c_grid,
+        monitor=monitor, seed=seed, max_iter=max_iter,
+    )  # fmt: skip
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _write_text(out / "history.tsv", history.to_csv(sep="\t", index=False, float_format="%.6g"))
+    write_text_atomic(
+        out / "history.tsv", history.to_csv(sep="\t", index=False, float_format="%.6g")
+    )
     _save_model(out / "model.npz", clf, scaler, float(history["C"][best]), names, meta)
     # The model is fixed here; only now is the test part read.
     proba = clf.predict_proba(scaler.transform(x["test"]))
@@ -338,7 +376,7 @@ def train_linear_fold(
         "random_labels": bool(folds.get("random_labels", pd.Series([False])).any()),
     }
     metrics = to_jsonable(metrics)
-    _write_text(out / "metrics.json", json.dumps(metrics, indent=1))
+    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=1))
     log.info("%s fold %s: C=%g, %s %.4g", model, fold, metrics["C"], monitor, metrics["best_val"])
     return metrics
 
@@ -414,17 +452,8 @@ def write_pattern(
     train = _role(read_folds(folds_tsv), fold, "train")
     maps = read_pack(*pack).take(list(train["scan_id"]))
     x = maps.reshape(len(maps), -1)[:, m["voxel_index"]].astype(np.float64)
-    if confounds is not None:
-        x = apply_fold_confounds(
-            {"train": x},
-            {"train": train},
-            npz=confounds[0],
-            sidecar=confounds[1],
-            folds_tsv=folds_tsv,
-            fold=fold,
-            participants_tsv=participants_tsv,
-            tiv_tsv=tiv_tsv,
-        )["train"]
+    files = {"folds_tsv": folds_tsv, "participants_tsv": participants_tsv, "tiv_tsv": tiv_tsv}
+    x = _without_confounds({"train": x}, {"train": train}, confounds, fold=fold, **files)["train"]
     z = (x - m["mean"]) / m["scale"]
     # standardised-feature pattern back in map units: Cov(x, s) = scale * Cov(z, s)
     a = haufe_pattern(z, m["coef"][-1]) * m["scale"]
@@ -432,12 +461,9 @@ def write_pattern(
     vol[m["voxel_index"]] = a
     vol = vol.reshape(tuple(int(v) for v in m["grid_shape"]))
     out_nii, out_tsv = Path(out_nii), Path(out_tsv)
-    out_nii.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_nii.with_name(f".tmp{os.getpid()}_{out_nii.name}")
-    nib.save(nib.Nifti1Image(vol, np.asarray(m["affine"], dtype=float)), str(tmp))
-    tmp.replace(out_nii)
+    save_nifti(vol, np.asarray(m["affine"], dtype=float), out_nii)
     row = pd.DataFrame(
         [{"fold": int(fold), "scan_id": "pattern", "label": "all", "path": str(out_nii)}]
     )
-    _write_text(out_tsv, row.to_csv(sep="\t", index=False))
+    write_text_atomic(out_tsv, row.to_csv(sep="\t", index=False))
     return vol

@@ -105,27 +105,8 @@ def content_sha1(img: nib.Nifti1Image) -> str:
     return h.hexdigest()
 
 
-def check_t1w(path: Path | str) -> T1wReport:
-    """Validate one T1w NIfTI file.
-
-    Parameters
-    ----------
-    path : Path or str
-        ``.nii`` or ``.nii.gz`` file.
-
-    Returns
-    -------
-    T1wReport
-
-    Raises
-    ------
-    InputFileError
-        Missing file, not NIfTI or corrupt (bad gzip, truncated), 4D with more than one
-        volume, 2D or a thin slab (< 16 voxels along an axis), non-finite voxels, empty
-        or constant image, voxels larger than 4 mm, or an absurd header (voxel size
-        <= 0.1 mm or non-finite, singular or non-finite affine, > 1024 voxels per axis).
-    """
-    path = Path(path)
+def _load_nifti(path: Path) -> nib.Nifti1Image | nib.Nifti2Image:
+    """The NIfTI image at ``path`` (header only); raise if it is missing or not NIfTI."""
     if not path.exists():
         raise _err(path, "file does not exist", "check the path and the BIDS dataset root")
     if not path.is_file():
@@ -146,7 +127,11 @@ def check_t1w(path: Path | str) -> T1wReport:
         ) from exc
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
         raise _err(path, f"expected NIfTI-1/2, got {type(img).__name__}", "convert to NIfTI")
+    return img
 
+
+def _check_shape(path: Path, img: nib.Nifti1Image | nib.Nifti2Image) -> tuple[int, ...]:
+    """The image's 3D shape (a trailing single volume dropped); raise unless a 3D head."""
     shape = img.shape
     if len(shape) == 4 and shape[3] == 1:
         shape = shape[:3]
@@ -170,6 +155,13 @@ def check_t1w(path: Path | str) -> T1wReport:
             f"absurd header: dimension {max(shape)} > {MAX_DIM} voxels (shape {shape})",
             "check the NIfTI header (dim field) or the conversion",
         )
+    return shape
+
+
+def _check_geometry(
+    path: Path, img: nib.Nifti1Image | nib.Nifti2Image
+) -> tuple[float, float, float]:
+    """The voxel size in mm; raise on absurd or too large voxels or a bad affine."""
     zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
     if not all(np.isfinite(zooms)) or min(zooms) <= MIN_VOXEL_MM:
         raise _err(
@@ -202,7 +194,14 @@ def check_t1w(path: Path | str) -> T1wReport:
             f"disagrees with pixdim {zooms} mm",
             "make sform/qform and pixdim consistent (reconvert the scan)",
         )
+    return zooms
 
+
+def _read_voxels(
+    path: Path, img: nib.Nifti1Image | nib.Nifti2Image, shape: tuple[int, ...]
+) -> tuple[np.ndarray, float, float]:
+    """The voxels (float32, ``shape``), their min and max; raise if unreadable,
+    non-finite or constant."""
     try:
         data = np.asarray(img.dataobj, dtype=np.float32)
     except (EOFError, OSError, zlib.error, gzip.BadGzipFile, ValueError) as exc:
@@ -226,6 +225,35 @@ def check_t1w(path: Path | str) -> T1wReport:
             f"empty image: all voxels equal {lo} (expected a head)",
             "check the conversion; exclude the scan if the acquisition failed",
         )
+    return data, lo, hi
+
+
+def check_t1w(path: Path | str) -> T1wReport:
+    """Validate one T1w NIfTI file.
+
+    Parameters
+    ----------
+    path : Path or str
+        ``.nii`` or ``.nii.gz`` file.
+
+    Returns
+    -------
+    T1wReport
+
+    Raises
+    ------
+    InputFileError
+        Missing file, not NIfTI or corrupt (bad gzip, truncated), 4D with more than one
+        volume, 2D or a thin slab (< 16 voxels along an axis), non-finite voxels, empty
+        or constant image, voxels larger than 4 mm, or an absurd header (voxel size
+        <= 0.1 mm or non-finite, singular or non-finite affine, > 1024 voxels per axis).
+    """
+    path = Path(path)
+    img = _load_nifti(path)
+    shape = _check_shape(path, img)
+    zooms = _check_geometry(path, img)
+    data, lo, hi = _read_voxels(path, img, shape)
+    affine = img.affine
     axcodes = tuple(nib.aff2axcodes(affine))
     obl = _obliquity_deg(affine)
     img3 = nib.Nifti1Image(data, affine)

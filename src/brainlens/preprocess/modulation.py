@@ -98,6 +98,20 @@ def init_modulation_wf(
         (jacobian, outputnode, [("jacobian_image", "jacobian")]),
     ])
     # fmt: on
+    _connect_std_maps(workflow, tissue_to_std, modulate, outputnode, output_resolution)
+    return workflow
+
+
+def _connect_std_maps(
+    workflow: pe.Workflow,
+    tissue_to_std: pe.MapNode,
+    modulate: pe.Node,
+    outputnode: pe.Node,
+    output_resolution: float | None,
+) -> None:
+    """Route the MNI maps to ``outputnode.std_probseg`` / ``std_mod_probseg``, through
+    nodes ``probseg_to_grid`` / ``modulated_to_grid`` (resampled onto
+    ``mni_grid(output_resolution)``) when that is given."""
     if output_resolution is None:
         # fmt: off
         workflow.connect([
@@ -105,7 +119,7 @@ def init_modulation_wf(
             (modulate, outputnode, [("out_files", "std_mod_probseg")]),
         ])
         # fmt: on
-        return workflow
+        return
     res = float(output_resolution)  # one interface per node: nipype keeps them by reference
     probseg_to_grid = pe.MapNode(
         ResampleToGrid(resolution=res), iterfield=["in_file"], name="probseg_to_grid"
@@ -121,4 +135,3 @@ def init_modulation_wf(
         (modulated_to_grid, outputnode, [("out_file", "std_mod_probseg")]),
     ])
     # fmt: on
-    return workflow

@@ -139,14 +139,7 @@ def init_registration_wf(
         name="outputnode",
     )
     t1w2std = registration_node("t1w2std", settings, seed=seed, omp_nthreads=omp_nthreads)
-    if fixed_resolution is not None:
-        reg_template = pe.Node(
-            ResampleToGrid(in_file=templates["t1w"], resolution=float(fixed_resolution)),
-            name="reg_template",
-        )
-        workflow.connect([(reg_template, t1w2std, [("out_file", "fixed_image")])])
-    else:
-        t1w2std.inputs.fixed_image = templates["t1w"]
+    _connect_fixed_image(workflow, t1w2std, templates["t1w"], fixed_resolution)
     antialias_t1w = pe.Node(AntiAlias(target_mm=grid_mm), name="antialias_t1w")
     t1w_to_std = pe.Node(
         ants.ApplyTransforms(
@@ -182,9 +175,36 @@ def init_registration_wf(
         (tpl_mask_to_t1w, outputnode, [("output_image", "tpl_mask_native")]),
     ])
     # fmt: on
+    _connect_std_t1w(workflow, t1w_to_std, outputnode, output_resolution)
+    return workflow
+
+
+def _connect_fixed_image(
+    workflow: pe.Workflow, t1w2std: pe.Node, t1w_template: str, fixed_resolution: float | None
+) -> None:
+    """Give ``t1w2std`` its fixed image: the template, or (node ``reg_template``) the
+    template resampled to ``fixed_resolution``."""
+    if fixed_resolution is None:
+        t1w2std.inputs.fixed_image = t1w_template
+        return
+    reg_template = pe.Node(
+        ResampleToGrid(in_file=t1w_template, resolution=float(fixed_resolution)),
+        name="reg_template",
+    )
+    workflow.connect([(reg_template, t1w2std, [("out_file", "fixed_image")])])
+
+
+def _connect_std_t1w(
+    workflow: pe.Workflow,
+    t1w_to_std: pe.Node,
+    outputnode: pe.Node,
+    output_resolution: float | None,
+) -> None:
+    """Route the MNI brain to ``outputnode.std_t1w``, through node ``t1w_to_grid``
+    (resampled onto ``mni_grid(output_resolution)``) when that is given."""
     if output_resolution is None:
         workflow.connect([(t1w_to_std, outputnode, [("output_image", "std_t1w")])])
-        return workflow
+        return
     t1w_to_grid = pe.Node(ResampleToGrid(resolution=float(output_resolution)), name="t1w_to_grid")
     # fmt: off
     workflow.connect([
@@ -192,4 +212,3 @@ def init_registration_wf(
         (t1w_to_grid, outputnode, [("out_file", "std_t1w")]),
     ])
     # fmt: on
-    return workflow

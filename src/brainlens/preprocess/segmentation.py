@@ -105,7 +105,26 @@ def init_segmentation_wf(
     )
     priors_to_t1w.inputs.input_image = [templates["csf"], templates["gm"], templates["wm"]]
     make_priors = pe.Node(MakePriors(), name="make_priors")
-    atropos_node = pe.Node(
+    atropos_node = _atropos_node(omp_nthreads, atropos)
+    # fmt: off
+    workflow.connect([
+        (inputnode, priors_to_t1w, [("std2anat_xfm", "transforms")]),
+        (seg_head[0], priors_to_t1w, [(seg_head[1], "reference_image")]),
+        (priors_to_t1w, make_priors, [("output_image", "in_priors")]),
+        (seg_mask[0], make_priors, [(seg_mask[1], "in_mask")]),
+        (make_priors, atropos_node, [("prior_pattern", "prior_image")]),
+        (seg_head[0], atropos_node, [(seg_head[1], "intensity_images")]),
+        (seg_mask[0], atropos_node, [(seg_mask[1], "mask_image")]),
+        (atropos_node, outputnode, [("posteriors", "native_probseg")]),
+    ])
+    # fmt: on
+    return workflow
+
+
+def _atropos_node(omp_nthreads: int, atropos: dict | None) -> pe.Node:
+    """Node ``atropos``: prior-initialised Gaussian Atropos with :data:`ATROPOS` (and
+    the ``atropos`` overrides), saving one posterior per tissue of :data:`TISSUES`."""
+    return pe.Node(
         ants.Atropos(
             dimension=3,
             initialization="PriorProbabilityImages",
@@ -122,16 +141,3 @@ def init_segmentation_wf(
         name="atropos",
         n_procs=omp_nthreads,
     )
-    # fmt: off
-    workflow.connect([
-        (inputnode, priors_to_t1w, [("std2anat_xfm", "transforms")]),
-        (seg_head[0], priors_to_t1w, [(seg_head[1], "reference_image")]),
-        (priors_to_t1w, make_priors, [("output_image", "in_priors")]),
-        (seg_mask[0], make_priors, [(seg_mask[1], "in_mask")]),
-        (make_priors, atropos_node, [("prior_pattern", "prior_image")]),
-        (seg_head[0], atropos_node, [(seg_head[1], "intensity_images")]),
-        (seg_mask[0], atropos_node, [(seg_mask[1], "mask_image")]),
-        (atropos_node, outputnode, [("posteriors", "native_probseg")]),
-    ])
-    # fmt: on
-    return workflow

@@ -127,6 +127,45 @@ def _work_templates(
     return reg_templates, True
 
 
+def _mni_stage_wfs(
+    work_templates: dict[str, Path],
+    *,
+    coarse: bool,
+    resolution: float,
+    registration_resolution: float,
+    seed: int,
+    omp_nthreads: int,
+    registration: dict | None,
+    atropos: dict | None,
+    segmentation_grid: str,
+) -> tuple[pe.Workflow, pe.Workflow, pe.Workflow]:
+    """The registration, segmentation and modulation sub-workflows, on their grids.
+
+    The chain runs on the grid of ``work_templates`` (:func:`_work_templates`): the
+    analysis grid, or with ``coarse`` the registration grid, in which case the MNI
+    outputs are resampled onto the analysis grid (``output_resolution``). An analysis
+    grid finer than ``registration_resolution`` registers against the template
+    resampled to that grid (``fixed_resolution``).
+    """
+    grid_mm = float(registration_resolution) if coarse else float(resolution)
+    tpl = {k: str(Path(v).resolve()) for k, v in work_templates.items()}
+    out_res = float(resolution) if coarse else None
+    fixed_res = float(registration_resolution)
+    fixed_res = fixed_res if float(resolution) < fixed_res else None
+    registration_wf = init_registration_wf(
+        templates=tpl, grid_mm=grid_mm, settings=REGISTRATION | (registration or {}), seed=seed,
+        omp_nthreads=omp_nthreads, fixed_resolution=fixed_res, output_resolution=out_res,
+    )  # fmt: skip
+    segmentation_wf = init_segmentation_wf(
+        templates=tpl, segmentation_grid=segmentation_grid, grid_mm=grid_mm,
+        omp_nthreads=omp_nthreads, atropos=atropos,
+    )  # fmt: skip
+    modulation_wf = init_modulation_wf(
+        templates=tpl, grid_mm=grid_mm, omp_nthreads=omp_nthreads, output_resolution=out_res
+    )
+    return registration_wf, segmentation_wf, modulation_wf
+
+
 def init_t1w_preproc_wf(
     *,
     templates: dict[str, Path],
@@ -179,12 +218,6 @@ def init_t1w_preproc_wf(
         templates, reg_templates, skullstrip=skullstrip, resolution=resolution,
         registration_resolution=registration_resolution,
     )  # fmt: skip
-    grid_mm = float(registration_resolution) if coarse else float(resolution)
-    tpl = {k: str(Path(v).resolve()) for k, v in work_templates.items()}
-    out_res = float(resolution) if coarse else None
-    fixed_res = float(registration_resolution)
-    fixed_res = fixed_res if float(resolution) < fixed_res else None
-
     workflow = pe.Workflow(name=name)
     inputnode = pe.Node(niu.IdentityInterface(fields=["t1w"]), name="inputnode")
     outputnode = pe.Node(niu.IdentityInterface(fields=list(OUTPUT_FIELDS)), name="outputnode")
@@ -194,17 +227,11 @@ def init_t1w_preproc_wf(
     skullstrip_wf = init_skullstrip_wf(
         skullstrip=skullstrip, templates=work_templates, seed=seed, omp_nthreads=omp_nthreads
     )
-    registration_wf = init_registration_wf(
-        templates=tpl, grid_mm=grid_mm, settings=REGISTRATION | (registration or {}), seed=seed,
-        omp_nthreads=omp_nthreads, fixed_resolution=fixed_res, output_resolution=out_res,
+    registration_wf, segmentation_wf, modulation_wf = _mni_stage_wfs(
+        work_templates, coarse=coarse, resolution=resolution,
+        registration_resolution=registration_resolution, seed=seed, omp_nthreads=omp_nthreads,
+        registration=registration, atropos=atropos, segmentation_grid=segmentation_grid,
     )  # fmt: skip
-    segmentation_wf = init_segmentation_wf(
-        templates=tpl, segmentation_grid=segmentation_grid, grid_mm=grid_mm,
-        omp_nthreads=omp_nthreads, atropos=atropos,
-    )  # fmt: skip
-    modulation_wf = init_modulation_wf(
-        templates=tpl, grid_mm=grid_mm, omp_nthreads=omp_nthreads, output_resolution=out_res
-    )
     # fmt: off
     workflow.connect([
         (inputnode, reorient, [("t1w", "in_file")]),

@@ -275,6 +275,83 @@ _NOT_MAPS = {
 }
 
 
+def _agreement_html(
+    agree: pd.DataFrame | None, model: str, atlas: str, writer: plots.FigureWriter
+) -> list[str]:
+    """The method-agreement figure of one model and atlas; nothing without the table."""
+    if agree is None or not len(agree):
+        return []
+    agree = agree.set_index(agree.columns[0])
+    agree.index = agree.index.astype(str)
+    src = writer.save(
+        plots.agreement_figure(agree, f"{model}, {atlas}"), f"agreement_{model}_{atlas}"
+    )
+    return [
+        figure(
+            src,
+            "<b>Agreement between methods</b>: Spearman rank correlation of the "
+            f"region rankings of two methods ({esc(atlas)} regions). Near 1: the two "
+            "methods order regions alike; near 0: unrelated. Findings shared by "
+            "several methods that pass the sanity checks are the most credible.",
+            f"method agreement {model} {atlas}",
+        )
+    ]
+
+
+def _method_regions_html(
+    df: pd.DataFrame,
+    key: tuple[str, str, str],
+    fold_ranks: dict[str, str],
+    check: MethodCheck | None,
+    ground_truth: Mapping[str, Any] | None,
+    facts: RegionFacts,
+    writer: plots.FigureWriter,
+) -> list[str]:
+    """Heading, top-regions figure and table of one (model, method, atlas) region table.
+
+    ``df`` is the ranked table; its top regions, and the planted region's rank when
+    ``ground_truth`` names this atlas, are recorded in ``facts``.
+    """
+    model, method, atlas = key
+    facts.tables[key] = df
+    facts.top[key] = [str(r) for r in df["region"].head(5)]
+    hl = (
+        _gt_row(df, ground_truth)
+        if ground_truth and ground_truth.get("atlas") == atlas
+        else pd.Series(False, index=df.index)
+    )
+    gt_name = None
+    if hl.any():
+        gt_name = str(df.loc[hl, "region"].iloc[0])
+        rank = df.loc[hl, "rank"].iloc[0] if "rank" in df else df.index[hl][0] + 1
+        facts.gt_rank[(model, method)] = int(rank)
+        facts.gt_n[(model, method)] = len(df)
+    src = writer.save(
+        plots.region_bar_figure(_ranked(df.head(TOP_N)), f"{model}, {method}, {atlas}", gt_name),
+        f"regions_{model}_{method}_{atlas}",
+    )
+    gt_txt = (
+        f" The planted region {esc(gt_name)} (vermilion) is ranked "
+        f"{facts.gt_rank[(model, method)]} of {len(df)}."
+        if gt_name
+        else ""
+    )
+    return [
+        f"<h5>{esc(method)}{_flag(check)}</h5>",
+        figure(
+            src,
+            f"<b>Top {min(TOP_N, len(df))} {esc(atlas)} regions</b> for "
+            f"{esc(method)} (model {esc(model)}), by "
+            f"{_STAT_TEXT[_rank_by(df)]} over folds; error bars: SD over folds."
+            f"{gt_txt}{_NOT_MAPS.get(method, '')}",
+            f"top regions {model} {method} {atlas}",
+        ),
+        "<details><summary>Table of the top regions</summary>"
+        + _region_table_html(df, fold_ranks, hl)
+        + "</details>",
+    ]
+
+
 def regions_section(
     models: list[str],
     methods: list[str],
@@ -294,24 +371,8 @@ def regions_section(
         msub = Section(slug("regions", model), f"Regions of model {model}", level=3)
         for atlas in atlases:
             asub = Section(slug("regions", model, atlas), f"Atlas {atlas}", level=4)
-            body = []
             agree = read_tsv(agreement_tables.get((model, atlas)))
-            if agree is not None and len(agree):
-                agree = agree.set_index(agree.columns[0])
-                agree.index = agree.index.astype(str)
-                src = writer.save(
-                    plots.agreement_figure(agree, f"{model}, {atlas}"), f"agreement_{model}_{atlas}"
-                )
-                body.append(
-                    figure(
-                        src,
-                        "<b>Agreement between methods</b>: Spearman rank correlation of the "
-                        f"region rankings of two methods ({esc(atlas)} regions). Near 1: the two "
-                        "methods order regions alike; near 0: unrelated. Findings shared by "
-                        "several methods that pass the sanity checks are the most credible.",
-                        f"method agreement {model} {atlas}",
-                    )
-                )
+            body = _agreement_html(agree, model, atlas, writer)
             for method in methods:
                 df = read_tsv(
                     region_tables.get((model, method, atlas)), required=("region", "mean")
@@ -321,47 +382,10 @@ def regions_section(
                 df = df.sort_values("rank" if "rank" in df else "mean", ascending="rank" in df)
                 df = df.reset_index(drop=True)
                 rank_bys.add(_rank_by(df))
-                facts.tables[(model, method, atlas)] = df
-                facts.top[(model, method, atlas)] = [str(r) for r in df["region"].head(5)]
-                hl = (
-                    _gt_row(df, ground_truth)
-                    if ground_truth and ground_truth.get("atlas") == atlas
-                    else pd.Series(False, index=df.index)
-                )
-                gt_name = None
-                if hl.any():
-                    gt_name = str(df.loc[hl, "region"].iloc[0])
-                    rank = df.loc[hl, "rank"].iloc[0] if "rank" in df else df.index[hl][0] + 1
-                    facts.gt_rank[(model, method)] = int(rank)
-                    facts.gt_n[(model, method)] = len(df)
-                fr = _fold_ranks(read_tsv(region_fold_tables.get((model, method, atlas))))
-                src = writer.save(
-                    plots.region_bar_figure(
-                        _ranked(df.head(TOP_N)), f"{model}, {method}, {atlas}", gt_name
-                    ),
-                    f"regions_{model}_{method}_{atlas}",
-                )
-                gt_txt = (
-                    f" The planted region {esc(gt_name)} (vermilion) is ranked "
-                    f"{facts.gt_rank[(model, method)]} of {len(df)}."
-                    if gt_name
-                    else ""
-                )
-                body.append(f"<h5>{esc(method)}{_flag(checks.get((model, method)))}</h5>")
-                body.append(
-                    figure(
-                        src,
-                        f"<b>Top {min(TOP_N, len(df))} {esc(atlas)} regions</b> for "
-                        f"{esc(method)} (model {esc(model)}), by "
-                        f"{_STAT_TEXT[_rank_by(df)]} over folds; error bars: SD over folds."
-                        f"{gt_txt}{_NOT_MAPS.get(method, '')}",
-                        f"top regions {model} {method} {atlas}",
-                    )
-                )
-                body.append(
-                    "<details><summary>Table of the top regions</summary>"
-                    + _region_table_html(df, fr, hl)
-                    + "</details>"
+                key = (model, method, atlas)
+                fold_ranks = _fold_ranks(read_tsv(region_fold_tables.get(key)))
+                body += _method_regions_html(
+                    df, key, fold_ranks, checks.get((model, method)), ground_truth, facts, writer
                 )
             if not body:
                 continue

@@ -165,6 +165,105 @@ def check_table(checks: list[MethodCheck], ground_truth: bool) -> str:
     )
 
 
+def _warnings_html(
+    model: str, tables: Mapping[str, pd.DataFrame | None], have: list[MethodCheck]
+) -> list[str]:
+    """Warnings of one model: a field of view short of the brain mask, methods failing
+    the randomisation check."""
+    body: list[str] = []
+    view = pd.concat(
+        [
+            pd.to_numeric(t["field_of_view_brain_share"], errors="coerce")
+            for t in tables.values()
+            if t is not None and "field_of_view_brain_share" in t
+        ]
+        or [pd.Series(dtype=float)]
+    ).dropna()
+    if len(view) and view.min() < 1:
+        body.append(
+            note(
+                f"⚠ <b>Model {esc(model)} sees only {fmt_pct(view.min())} of the brain "
+                "mask</b>: its layers never read the other voxels (e.g. pooling that drops "
+                "the trailing positions of an axis), so every method gives them zero or "
+                "interpolated relevance whatever the model learned, and regions there rank "
+                "last. They are left out of the randomisation comparison. Fix: a model or "
+                "option whose field of view covers the grid (brainlens.models.field_of_view).",
+                "bad",
+            )
+        )
+    failing = [c.method for c in have if c.fails]
+    if failing:
+        body.append(
+            note(
+                "⚠ <b>Failing the randomisation check:</b> "
+                + ", ".join(f"<code>{esc(m)}</code>" for m in failing)
+                + ". Their maps barely change when the model is replaced by a random one, "
+                "so they do not reflect what this model learned.",
+                "bad",
+            )
+        )
+    return body
+
+
+def _figures_html(
+    model: str,
+    methods: list[str],
+    tables: Mapping[str, pd.DataFrame | None],
+    deletion_tables: Mapping[tuple, Path],
+    writer: plots.FigureWriter,
+) -> list[str]:
+    """The randomisation figure and the deletion (or deletion/insertion) curves of one
+    model, after a note when there are no deletion curves at all."""
+    body: list[str] = []
+    rand = {
+        m: pd.to_numeric(t["spearman_random"], errors="coerce").to_numpy()
+        for m, t in tables.items()
+        if t is not None and "spearman_random" in t
+    }
+    figs = []
+    src = plots.save_if(
+        writer,
+        plots.randomization_figure(rand, RANDOMIZATION_THRESHOLD),
+        f"randomization_{model}",
+    )
+    if src:
+        figs.append(
+            figure(
+                src,
+                "<b>Randomisation check.</b> One dot per checked scan: |Spearman ρ| between "
+                "the map of the trained model and the map of the fully randomised model, "
+                "inside the template brain mask for 3D maps (zeros shared outside the "
+                "head would otherwise count as agreement), restricted to the voxels the "
+                "model can see at all; black bar: median. Low is good "
+                "(the map depends on the learned weights); dots above the dashed line fail.",
+                f"randomisation check of {model}",
+            )
+        )
+    dele = {m: read_tsv(deletion_tables.get((model, m))) for m in methods}
+    src = None
+    if any(d is not None and "order" in d for d in dele.values()):
+        src = plots.save_if(writer, sanity_report.curves_figure(dele), f"curves_{model}")
+        if src:
+            figs.append(figure(src, sanity_report.CURVES_CAPTION, f"curves of {model}"))
+        src = None
+    else:
+        src = plots.save_if(writer, plots.deletion_figure(dele), f"deletion_{model}")
+    if src:
+        figs.append(
+            figure(
+                src,
+                "<b>Deletion curves</b> per method: probability of the target class while "
+                "the most relevant voxels are deleted first (solid) or voxels are deleted "
+                "in random order (dashed); mean over scans, band = SD. A faithful map makes "
+                "the solid curve drop well before the dashed one.",
+                f"deletion curves of {model}",
+            )
+        )
+    elif not any(d is not None for d in dele.values()):
+        body.append(note("No deletion curves found.", "warn"))
+    return body + figs
+
+
 def meaning_section(
     models: list[str],
     methods: list[str],
@@ -197,7 +296,6 @@ def meaning_section(
     checks: dict[tuple[str, str], MethodCheck] = {}
     for model in models:
         sub = Section(slug("meaning", model), f"Checks of model {model}", level=3)
-        body = []
         tables = {m: read_tsv(sanity_tables.get((model, m))) for m in methods}
         summaries = {m: read_tsv(summary_tables.get((model, m))) for m in methods}
         for m in methods:
@@ -207,86 +305,10 @@ def meaning_section(
             sub.body = note(f"No sanity-check results for model {esc(model)}.", "warn")
             sec.children.append(sub)
             continue
-        view = pd.concat(
-            [
-                pd.to_numeric(t["field_of_view_brain_share"], errors="coerce")
-                for t in tables.values()
-                if t is not None and "field_of_view_brain_share" in t
-            ]
-            or [pd.Series(dtype=float)]
-        ).dropna()
-        if len(view) and view.min() < 1:
-            body.append(
-                note(
-                    f"⚠ <b>Model {esc(model)} sees only {fmt_pct(view.min())} of the brain "
-                    "mask</b>: its layers never read the other voxels (e.g. pooling that drops "
-                    "the trailing positions of an axis), so every method gives them zero or "
-                    "interpolated relevance whatever the model learned, and regions there rank "
-                    "last. They are left out of the randomisation comparison. Fix: a model or "
-                    "option whose field of view covers the grid (brainlens.models.field_of_view).",
-                    "bad",
-                )
-            )
-        failing = [c.method for c in have if c.fails]
-        if failing:
-            body.append(
-                note(
-                    "⚠ <b>Failing the randomisation check:</b> "
-                    + ", ".join(f"<code>{esc(m)}</code>" for m in failing)
-                    + ". Their maps barely change when the model is replaced by a random one, "
-                    "so they do not reflect what this model learned.",
-                    "bad",
-                )
-            )
+        body = _warnings_html(model, tables, have)
         body.append(check_table(have, bool(ground_truth)))
         body.extend(sanity_report.sanity_parts(model, checks, summaries, writer))
-        rand = {
-            m: pd.to_numeric(t["spearman_random"], errors="coerce").to_numpy()
-            for m, t in tables.items()
-            if t is not None and "spearman_random" in t
-        }
-        figs = []
-        src = plots.save_if(
-            writer,
-            plots.randomization_figure(rand, RANDOMIZATION_THRESHOLD),
-            f"randomization_{model}",
-        )
-        if src:
-            figs.append(
-                figure(
-                    src,
-                    "<b>Randomisation check.</b> One dot per checked scan: |Spearman ρ| between "
-                    "the map of the trained model and the map of the fully randomised model, "
-                    "inside the template brain mask for 3D maps (zeros shared outside the "
-                    "head would otherwise count as agreement), restricted to the voxels the "
-                    "model can see at all; black bar: median. Low is good "
-                    "(the map depends on the learned weights); dots above the dashed line fail.",
-                    f"randomisation check of {model}",
-                )
-            )
-        dele = {m: read_tsv(deletion_tables.get((model, m))) for m in methods}
-        src = None
-        if any(d is not None and "order" in d for d in dele.values()):
-            src = plots.save_if(writer, sanity_report.curves_figure(dele), f"curves_{model}")
-            if src:
-                figs.append(figure(src, sanity_report.CURVES_CAPTION, f"curves of {model}"))
-            src = None
-        else:
-            src = plots.save_if(writer, plots.deletion_figure(dele), f"deletion_{model}")
-        if src:
-            figs.append(
-                figure(
-                    src,
-                    "<b>Deletion curves</b> per method: probability of the target class while "
-                    "the most relevant voxels are deleted first (solid) or voxels are deleted "
-                    "in random order (dashed); mean over scans, band = SD. A faithful map makes "
-                    "the solid curve drop well before the dashed one.",
-                    f"deletion curves of {model}",
-                )
-            )
-        elif not any(d is not None for d in dele.values()):
-            body.append(note("No deletion curves found.", "warn"))
-        body.extend(figs)
+        body += _figures_html(model, methods, tables, deletion_tables, writer)
         sub.body = "\n".join(body)
         sec.children.append(sub)
     return sec, checks

@@ -78,80 +78,58 @@ def train_fold(
 
     Parameters
     ----------
-    packs : mapping of str to (npy, index)
-        Packed inputs in channel order (see :mod:`brainlens.packing`).
-    folds_tsv : path
-        Folds table from :func:`brainlens.folds.write_folds`; it is audited first.
-    fold : int
-        Fold (or repeat) index.
+    packs, folds_tsv, fold : mapping of str to (npy, index), path, int
+        Packed inputs in channel order (:mod:`brainlens.packing`); the folds table of
+        :func:`brainlens.folds.write_folds` (audited first); the fold (or repeat) index.
     out_dir : path
-        Output folder (created; see :mod:`brainlens.training.outputs`): ``model.pt``,
-        ``checkpoint.pt`` (``checkpoint-restart<r>.pt`` for further restarts),
-        ``restarts.tsv``, ``history.tsv`` (of the kept restart; while training, the
-        running restart's epochs so far, rewritten and logged after every epoch),
-        ``learning_curve.png``, ``predictions.tsv``, ``metrics.json``.
-    model : str
-        Registry name (:data:`brainlens.models.MODELS`), or a name for ``model_factory``.
-    model_options : mapping, optional
-        Architecture options passed to the factory.
-    epochs, batch_size, lr, optimizer, weight_decay : int, int, float, str, float
-        Maximum epochs, mini-batch size, learning rate, "adam" or "adamw", decay.
-    early_stopping : mapping, optional
+        Output folder (created; :mod:`brainlens.training.outputs`): ``model.pt``,
+        ``checkpoint.pt`` (``checkpoint-restart<r>.pt``), ``restarts.tsv``, ``history.tsv``
+        (the kept restart's; while training, the running one's epochs, rewritten after
+        each), ``learning_curve.png``, ``predictions.tsv``, ``metrics.json``.
+    model, model_options, model_factory : str, mapping, callable
+        Registry name (:data:`brainlens.models.MODELS`) or a name for ``model_factory``
+        (``factory(name, *, in_shape, n_classes, **options) -> nn.Module``; default
+        :func:`brainlens.models.build_model`), and the architecture options passed to it.
+    epochs, batch_size, lr, optimizer, weight_decay, early_stopping
+        Maximum epochs, mini-batch size, learning rate, "adam" or "adamw", decay, and
         ``{"monitor": "val_loss", "mode": "auto", "patience": None, "min_delta": 0}``
-        (see :func:`brainlens.training.loop.make_early_stopping`). The epoch with the
-        best monitored validation value is selected even without patience.
-    precise_bn : bool
+        (:func:`brainlens.training.loop.make_early_stopping`); the epoch with the best
+        monitored validation value is selected even without patience.
+    precise_bn, restarts : bool, int
         Recompute BatchNorm statistics on the training part after every epoch
-        (:func:`brainlens.training.loop.recalibrate_batchnorm`).
-    restarts : int
-        Independently initialised trainings of this fold; the one with the best
-        monitored validation value is kept and tested (see
-        :mod:`brainlens.training.restart`); ``restarts.tsv`` lists them all.
-    class_weights : bool or "sampler"
-        True: cross-entropy weighted by n / (K * n_class) of the training part;
-        "sampler": draw training samples with probability 1 / n_class (with replacement).
-    augmentation : mapping, optional
+        (:func:`brainlens.training.loop.recalibrate_batchnorm`). Independently initialised
+        trainings of this fold: the one with the best monitored validation value is kept
+        and tested (:mod:`brainlens.training.restart`), ``restarts.tsv`` lists them all.
+    class_weights, class_names : bool or "sampler", sequence of str or None
+        True: cross-entropy weighted by n / (K * n_class) of the training part; "sampler":
+        draw training samples with probability 1 / n_class (with replacement). The class
+        order; default the sorted labels of the folds table.
+    augmentation, lateralized : mapping, bool
         ``{"flip_axes": ["y"], "flip_prob": 0.5, "shift_voxels": 2}`` on the 3D grid
-        (see :func:`brainlens.training.augment.make_augmenter`).
-    lateralized : bool
-        The task depends on brain side: a left-right flip raises ConfigError.
-    transform : mapping, optional
+        (:func:`brainlens.training.augment.make_augmenter`); with ``lateralized`` (the
+        task depends on brain side) a left-right flip raises ConfigError.
+    transform, seed : mapping or None, int
         ``{"name": ..., **options}`` for :func:`brainlens.transforms.make_transform`
-        (3D->2D for 2D models). None: the registry model's default (none for 3D).
-    seed : int
-        Seeds model init, sample order, augmentation and dropout.
-    device, deterministic, num_threads : str, bool, int or None
+        (3D->2D for 2D models; None: the model's default, none for 3D). The seed of model
+        init, sample order, augmentation and dropout.
+    device, deterministic, num_threads, amp, progress, preload
         "auto" (CUDA if present), "cpu", "cuda:1", ...; deterministic algorithms; CPU
-        threads (see :mod:`brainlens.training.determinism`; restored on return).
-    amp : bool
-        Mixed precision (bf16, else fp16 with a grad scaler); only on CUDA.
-    progress : bool
-        tqdm progress bar on stderr.
-    class_names : sequence of str, optional
-        Class order; default sorted labels of the folds table.
-    preload : bool or "auto"
-        Preload the train/val/test samples onto the device ("auto": on CUDA if they fit).
-    resume : bool
-        Continue from ``checkpoint.pt`` when present (it must come from the same
-        settings: a different fingerprint raises ConfigError, see ``on_stale_checkpoint``).
-    on_stale_checkpoint : {"error", "restart"}
-        A checkpoint written with other settings: raise (default), or log a warning
-        and start afresh (the workflow's choice: its run is being replaced).
-    model_factory : callable, optional
-        ``factory(name, *, in_shape, n_classes, **options) -> nn.Module``; default
-        :func:`brainlens.models.build_model`.
+        threads (:mod:`brainlens.training.determinism`; restored on return); mixed
+        precision on CUDA (bf16, else fp16 with a grad scaler); a tqdm bar on stderr;
+        preload the samples onto the device (True, False or "auto": on CUDA if they fit).
+    resume, on_stale_checkpoint : bool, {"error", "restart"}
+        Continue from ``checkpoint.pt`` when present; one written with other settings
+        (another fingerprint) raises ConfigError ("error"), or is replaced after a
+        warning ("restart": the workflow's choice, its run is being replaced).
     stop_after_epoch : int or (int, int), optional
         Test hook: raise :class:`TrainingInterrupted` after this epoch's checkpoint (of
         restart 0), or after epoch ``e`` of restart ``r`` for ``(r, e)``.
     confounds : mapping, optional
-        In-fold confound removal of the inputs (``confounds.method`` with ``scope:
-        all``): ``{"npz", "json", "participants", "tiv"}``, the fold's
-        ``results/confounds/inputs/fold-<k>.npz`` + ``.json``, participants.tsv and the
-        TIV table (when ``tiv`` is a covariate). Audited before the first epoch (a fit
-        on any scan outside the training part is a LeakageError), then applied to every
-        train, val and test sample (:mod:`brainlens.confounds.inputs`); ``model.pt``
-        records the files and their SHA-256, which the attribution stage checks. None:
-        the raw inputs.
+        In-fold confound removal of the inputs (``confounds.scope: all``): the fold's
+        ``{"npz", "json", "participants", "tiv"}`` (:mod:`brainlens.confounds.inputs`),
+        audited before the first epoch (a fit on any scan outside the training part is a
+        LeakageError), applied to every sample, recorded in ``model.pt`` with SHA-256.
+        None: the raw inputs.
 
     Returns
     -------
@@ -160,25 +138,34 @@ def train_fold(
     """
     plan = make_plan(**locals())  # first: locals() are exactly the keywords above
     with torch_settings(plan.device, deterministic=deterministic, num_threads=num_threads):
-        runs = []
-        for r in range(int(plan.restarts)):
-            runs.append(run_restart(plan, r))
-            log.info(
-                "fold %s restart %d: best %s %.4g at epoch %s",
-                fold, r, runs[-1].stopper.monitor, runs[-1].stopper.best,
-                runs[-1].stopper.best_epoch,
-            )  # fmt: skip
-        chosen = select_restart(runs)
-        write_restarts(plan.out / "restarts.tsv", runs, chosen)
-        history = write_history(plan.out / "history.tsv", chosen.state.history)
-        plot_learning_curve(
-            history, chosen.stopper.monitor, chosen.stopper.best_epoch,
-            plan.out / "learning_curve.png",
-        )  # fmt: skip
-        # The model is fixed here; only now is the test part read.
-        chosen.net.load_state_dict(chosen.state.best_state)
-        save_model(plan.out / "model.pt", chosen.net, _model_metadata(plan, chosen))
-        return _test(plan, chosen)
+        runs = [_run_logged(plan, r) for r in range(int(plan.restarts))]
+        return _test(plan, _keep_best(plan, runs))
+
+
+def _run_logged(plan: FoldPlan, restart: int) -> _Restart:
+    """:func:`~brainlens.training.restart.run_restart`, logging its best epoch."""
+    run = run_restart(plan, restart)
+    log.info(
+        "fold %s restart %d: best %s %.4g at epoch %s",
+        plan.fold, restart, run.stopper.monitor, run.stopper.best, run.stopper.best_epoch,
+    )  # fmt: skip
+    return run
+
+
+def _keep_best(plan: FoldPlan, runs: list[_Restart]) -> _Restart:
+    """Select the restart to keep, write ``restarts.tsv``, its ``history.tsv`` and
+    learning curve, and fix its best weights in ``model.pt``."""
+    chosen = select_restart(runs)
+    write_restarts(plan.out / "restarts.tsv", runs, chosen)
+    history = write_history(plan.out / "history.tsv", chosen.state.history)
+    plot_learning_curve(
+        history, chosen.stopper.monitor, chosen.stopper.best_epoch,
+        plan.out / "learning_curve.png",
+    )  # fmt: skip
+    # The model is fixed here; only now is the test part read.
+    chosen.net.load_state_dict(chosen.state.best_state)
+    save_model(plan.out / "model.pt", chosen.net, _model_metadata(plan, chosen))
+    return chosen
 
 
 def _model_metadata(plan: FoldPlan, chosen: _Restart) -> dict[str, Any]:
