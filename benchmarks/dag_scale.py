@@ -46,7 +46,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from brainlens.derivatives import DERIVATIVES, derivative_path
+import yaml
+
+from brainlens.derivatives import DERIVATIVES, SPACE, derivative_path
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "Snakefile"
@@ -112,7 +114,7 @@ def write_fake_outputs(workdir: Path, bids: Path, ids: list[str]) -> None:
     for path in bids.rglob("*"):
         if path.is_file():
             os.utime(path, (t0, t0))
-    templates = workdir / "resources" / "templates" / "res-2"
+    templates = workdir / "resources" / "templates" / SPACE / "res-2"
     _touch(templates / "placeholder.txt", t0 + 10)
     os.utime(templates, (t0 + 10, t0 + 10))
     header = "scan\tparticipant_id\tsession_id\tlabel\tpath\tstatus\tproblem\timage_hash"
@@ -122,14 +124,16 @@ def write_fake_outputs(workdir: Path, bids: Path, ids: list[str]) -> None:
         for i, pid in enumerate(ids)
     ]
     _touch(workdir / "results" / "preprocess" / "inputs.tsv", t0 + 20, "\n".join(lines) + "\n")
+    res = yaml.safe_load(CONFIG.read_text())["preprocess"]["resolution"]
     for pid in ids:
         # the per-scan outputs of rule preprocess_t1w: the one naming table
         for key in DERIVATIVES:
-            p = derivative_path(workdir / "results" / "preprocess", pid, key)
+            p = derivative_path(workdir / "results" / "preprocess", pid, key, resolution=res)
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_bytes(b"")
             os.utime(p, (t0 + 30, t0 + 30))
-    for rel in (*TARGETS, "results/preprocess/dataset_description.json"):
+    qc_rule = ("results/preprocess/dataset_description.json", "results/preprocess/.bidsignore")
+    for rel in (*TARGETS, *qc_rule):
         _touch(workdir / rel, t0 + 40)
 
 

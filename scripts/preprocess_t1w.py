@@ -18,4 +18,5 @@ run_t1w_preproc(
     seed=snakemake.params.seed,
     threads=snakemake.threads,
     work_dir=snakemake.params.work_dir,
+    bids_dir=snakemake.params.bids_dir,
 )

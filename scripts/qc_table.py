@@ -6,7 +6,11 @@ from brainlens.logutil import setup_logging
 
 setup_logging(snakemake.log[0])
 
-from brainlens.preprocess import qc_table, write_dataset_description
+from brainlens.preprocess import qc_table, write_bidsignore, write_dataset_description
 
 qc_table(list(snakemake.input.qc), snakemake.output.table)
-write_dataset_description(Path(snakemake.output.description).parent)
+root = Path(snakemake.output.description).parent
+write_dataset_description(
+    root, bids_dir=snakemake.params.bids_dir, resolution=snakemake.params.resolution
+)
+write_bidsignore(root)

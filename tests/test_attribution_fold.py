@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from brainlens.attribution.fold import attribute_fold
+from brainlens.derivatives import relevance_name
 from brainlens.errors import ConfigError
 from brainlens.folds import write_folds
 from brainlens.packing import pack_volumes
@@ -109,7 +110,8 @@ def test_attribute_fold_writes_maps_on_the_grid(
         np.testing.assert_allclose(img.affine, AFFINE)
         assert np.abs(np.asanyarray(img.dataobj)).sum() > 0
     for cls in set(table["label"]):
-        assert (tmp_path / "maps" / f"mean_class-{cls}.nii.gz").exists()
+        name = relevance_name("class_mean", resolution=2.0, method=method, label=cls)
+        assert (tmp_path / "maps" / name).exists()
     if model == "rao_2d":  # avg_pool along z: relevance spread uniformly along z
         m = np.asanyarray(nib.load(table["path"].iloc[0]).dataobj)
         np.testing.assert_allclose(m[:, :, 0], m[:, :, -1], rtol=1e-5, atol=1e-8)

@@ -1,4 +1,4 @@
-"""The one naming table (brainlens.derivatives) against the files the stages write today."""
+"""The one naming table (brainlens.derivatives) against the files the stages write."""
 
 from __future__ import annotations
 
@@ -15,25 +15,26 @@ from brainlens.folds import fold_part
 from brainlens.inputs import usable_mask, usable_scans
 
 REPO = Path(__file__).resolve().parents[1]
-S = "MNI152NLin2009cSym"
+#: nilearn's ICBM 2009a nonlinear symmetric template (mni_icbm152_*_tal_nlin_sym_09a).
+S = "MNI152NLin2009aSym"
 
-#: The names a preprocessing run wrote for sub-01_ses-02 before the table existed
-#: (workflow/rules/common.smk PREPROC_SUFFIXES and preprocess.outputs.output_names).
+#: The names of sub-01_ses-02's derivatives on the 2 mm grid (issue 23 item 8: space-,
+#: res-, suffixed QC files; the QC picture in figures/, the rest in anat/).
 TODAY_SCAN = {
-    "t1w": f"sub-01_ses-02_space-{S}_desc-preproc_T1w.nii.gz",
-    "gm": f"sub-01_ses-02_space-{S}_label-GM_probseg.nii.gz",
-    "wm": f"sub-01_ses-02_space-{S}_label-WM_probseg.nii.gz",
-    "csf": f"sub-01_ses-02_space-{S}_label-CSF_probseg.nii.gz",
-    "gm_modulated": f"sub-01_ses-02_space-{S}_label-GM_desc-modulated_probseg.nii.gz",
-    "wm_modulated": f"sub-01_ses-02_space-{S}_label-WM_desc-modulated_probseg.nii.gz",
-    "csf_modulated": f"sub-01_ses-02_space-{S}_label-CSF_desc-modulated_probseg.nii.gz",
+    "t1w": f"sub-01_ses-02_space-{S}_res-2_desc-preproc_T1w.nii.gz",
+    "gm": f"sub-01_ses-02_space-{S}_res-2_label-GM_probseg.nii.gz",
+    "wm": f"sub-01_ses-02_space-{S}_res-2_label-WM_probseg.nii.gz",
+    "csf": f"sub-01_ses-02_space-{S}_res-2_label-CSF_probseg.nii.gz",
+    "gm_modulated": f"sub-01_ses-02_space-{S}_res-2_label-GM_desc-modulated_probseg.nii.gz",
+    "wm_modulated": f"sub-01_ses-02_space-{S}_res-2_label-WM_desc-modulated_probseg.nii.gz",
+    "csf_modulated": f"sub-01_ses-02_space-{S}_res-2_label-CSF_desc-modulated_probseg.nii.gz",
     "brain_mask": "sub-01_ses-02_desc-brain_mask.nii.gz",
     "xfm_to_std": f"sub-01_ses-02_from-T1w_to-{S}_mode-image_xfm.h5",
     "xfm_from_std": f"sub-01_ses-02_from-{S}_to-T1w_mode-image_xfm.h5",
-    "qc_json": "sub-01_ses-02_desc-qc.json",
-    "qc_png": "sub-01_ses-02_desc-qc.png",
+    "qc_json": "sub-01_ses-02_desc-qc_T1w.json",
+    "qc_png": "sub-01_ses-02_desc-qc_T1w.png",
 }
-#: The names the templates rule wrote at 1.5 mm before the table existed (grid.template_paths).
+#: The names the templates rule writes at 1.5 mm (grid.template_paths).
 TODAY_TEMPLATES = {
     "t1w": f"tpl-{S}_res-1p5_T1w.nii.gz",
     "brain_mask": f"tpl-{S}_res-1p5_desc-brain_mask.nii.gz",
@@ -54,7 +55,9 @@ def _expected_files(names: dict[str, str]) -> set[str]:
 
 
 def test_table_keeps_todays_names_in_todays_order():
-    assert d.derivative_names("sub-01_ses-02") == TODAY_SCAN
+    assert d.derivative_names("sub-01_ses-02", resolution=2.0) == TODAY_SCAN
+    assert d.GRID_KEYS == tuple(k for k, v in TODAY_SCAN.items() if "_res-2_" in v)
+    assert {k for k, f in d.FOLDERS.items() if f != "anat"} == {"qc_png"}
     assert list(d.DERIVATIVES) == list(TODAY_SCAN)  # the preprocess rule's output order
     assert {k: p.name for k, p in d.template_paths("tpl", 1.5).items()} == TODAY_TEMPLATES
     assert list(d.TEMPLATES) == list(TODAY_TEMPLATES)  # provenance.json lists them in this order
@@ -85,11 +88,19 @@ def test_one_vocabulary_for_scans_templates_and_config():
 def test_scan_folder_is_the_bids_subdir(scan, participant, session, folder):
     assert d.scan_folder(scan) == folder == scan_subdir(participant, session)
     path = d.derivative_path("results/preprocess", scan, "qc_png")
-    assert str(path) == f"results/preprocess/{folder}/anat/{scan}_desc-qc.png"
+    assert str(path) == f"results/preprocess/{folder}/figures/{scan}_desc-qc_T1w.png"
     pattern = d.derivative_pattern("results/preprocess", "qc_png")
     assert pattern.format(subdir=folder, scan=scan) == str(path)
-    assert d.scan_dir("results/preprocess", scan) == path.parent
     assert d.scan_of(path, "qc_png") == scan
+    gm = d.derivative_path("results/preprocess", scan, "gm", resolution=1.5)
+    assert (
+        str(gm)
+        == f"results/preprocess/{folder}/anat/{scan}_space-{S}_res-1p5_label-GM_probseg.nii.gz"
+    )
+    assert d.scan_dir("results/preprocess", scan) == gm.parent
+    pattern = d.derivative_pattern("results/preprocess", "gm", resolution=1.5)
+    assert pattern.format(subdir=folder, scan=scan) == str(gm)
+    assert d.scan_of(gm, "gm") == scan  # at any res- label
 
 
 def test_bad_keys_names_and_ids_are_refused_naming_them():
@@ -100,9 +111,16 @@ def test_bad_keys_names_and_ids_are_refused_naming_them():
     with pytest.raises(ConfigError, match="scan id 'sub_01'"):
         d.derivative_path("results/preprocess", "sub_01", "t1w")
     with pytest.raises(InputFileError, match="not a 'qc_json' derivative"):
-        d.scan_of("sub-01_desc-qc.png", "qc_json")
+        d.scan_of("sub-01_desc-qc_T1w.png", "qc_json")
+    with pytest.raises(InputFileError, match="not a 'gm' derivative"):
+        d.scan_of(f"sub-01_space-{S}_res-x_label-GM_probseg.nii.gz", "gm")
     with pytest.raises(ConfigError, match="sidecar"):
-        d.sidecar_name("sub-01_desc-qc.json")
+        d.sidecar_name("sub-01_desc-qc_T1w.json")
+    # a name on the analysis grid cannot be built without the grid's resolution
+    with pytest.raises(ConfigError, match="'t1w'.*res-<label>.*preprocess.resolution"):
+        d.derivative_path("results/preprocess", "sub-01", "t1w")
+    with pytest.raises(ConfigError, match="'gm_modulated'.*resolution="):
+        d.derivative_pattern("results/preprocess", "gm_modulated")
 
 
 def test_templates_rule_writes_exactly_the_table(tmp_path):
@@ -124,31 +142,64 @@ def preprocessed(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("derivatives")
     build_templates(root / "tpl", resolution=2.0)
-    ph = make_phantom(root / "in", seed=11, voxel_size=3.0, name="sub-01_ses-02_T1w")
-    out = d.scan_dir(root / "preprocess", "sub-01_ses-02")
+    bids = root / "bids"
+    anat = bids / "sub-01" / "ses-02" / "anat"
+    ph = make_phantom(anat, seed=11, voxel_size=3.0, name="sub-01_ses-02_T1w")
     run_t1w_preproc(
-        ph.t1w, scan="sub-01_ses-02", out_dir=out, templates_dir=root / "tpl", resolution=2.0,
+        ph.t1w, scan="sub-01_ses-02", out_dir=d.scan_dir(root / "preprocess", "sub-01_ses-02"),
+        templates_dir=root / "tpl", resolution=2.0, bids_dir=bids,
         skullstrip="ants_template", seed=7, threads=1, work_dir=root / "work",
         registration={"number_of_iterations": [[20, 10, 0], [20, 10, 0], [2, 0, 0]]},
     )  # fmt: skip
-    return out
+    return root / "preprocess"
 
 
 @pytest.mark.slow
 def test_preprocessing_writes_exactly_the_table(preprocessed):
-    written = {p.name for p in preprocessed.iterdir()}
-    expected = _expected_files(d.derivative_names("sub-01_ses-02"))
+    """Every file under the root is a table entry at its table path (or its sidecar)."""
+    written = {str(p.relative_to(preprocessed)) for p in preprocessed.rglob("*") if p.is_file()}
+    names = d.derivative_names("sub-01_ses-02", resolution=2.0)
+    expected = {str(d.derivative_path(".", "sub-01_ses-02", k, resolution=2.0)) for k in names} | {
+        str(d.derivative_path(".", "sub-01_ses-02", k, resolution=2.0).with_name(d.sidecar_name(n)))
+        for k, n in names.items()
+        if n.endswith(".nii.gz")
+    }
     assert written - expected == set(), f"written but not in the table: {written - expected}"
     assert expected - written == set(), f"in the table but not written: {expected - written}"
-    assert _expected_files(TODAY_SCAN) == written  # the names on disk are today's
+    assert {Path(p).name for p in written} == _expected_files(TODAY_SCAN)  # today's names
+    assert "sub-01/ses-02/figures/sub-01_ses-02_desc-qc_T1w.png" in written
+
+
+@pytest.mark.slow
+def test_preprocessing_sidecars_are_bids_derivatives(preprocessed):
+    """Sources are BIDS URIs into the raw dataset; grid outputs describe their res- label."""
+    import json
+
+    anat = preprocessed / "sub-01" / "ses-02" / "anat"
+    uri = "bids:raw:sub-01/ses-02/anat/sub-01_ses-02_T1w.nii.gz"
+    for side in anat.glob("*.json"):
+        meta = json.loads(side.read_text())
+        if side.name.endswith("_desc-qc_T1w.json"):
+            assert meta["source"] == uri  # the QC metrics name it the same way
+            continue
+        assert meta["Sources"] == [uri], side.name
+        assert "/" + "tmp" not in json.dumps(meta["Sources"])  # no machine path
+        if "_res-2_" in side.name:
+            assert meta["Resolution"] == d.resolution_description(2.0)
+            assert meta["Resolution"].startswith("2 mm isotropic") and S in meta["Resolution"]
+            assert meta["Space"] == S
+        else:
+            assert "Resolution" not in meta, side.name  # the native brain mask
 
 
 def test_no_other_module_spells_a_derivative_name():
     """Names are spelled only in derivatives.py (prose and the vendored head file excepted)."""
-    spelled = re.compile(r"_probseg\.nii|desc-brain_mask\.nii|mode-image_xfm|desc-qc\.|preproc_T1w")
+    spelled = re.compile(
+        r"_probseg\.nii|desc-brain_mask\.nii|mode-image_xfm|desc-qc_T1w\.|preproc_T1w|_relevance\.nii"
+    )
     allowed = {
         "src/brainlens/derivatives.py",
-        "src/brainlens/report/dataset.py",  # the page's prose: "…_desc-qc.png files"
+        "src/brainlens/report/dataset.py",  # the page's prose: "…_desc-qc_T1w.png files"
         "src/brainlens/report/build.py",  # docstring
         "src/brainlens/templates.py",  # the vendored source file tpl-MNI152NLin6Asym_res-02_*
         "src/brainlens/preprocess/phantom.py",  # the same vendored file
@@ -181,6 +232,7 @@ def test_fold_part_selects_fold_and_roles_with_scan_ids():
             "session_id": ["ses-1", "n/a", "n/a", "ses-1", "n/a", "n/a"],
             "fold": [0, 0, 0, 1, 1, 1],
             "role": ["train", "val", "test", "test", "train", "val"],
+            "scan_id": ["sub-01_ses-1", "sub-02", "sub-03"] * 2,
         }
     )
     test0 = fold_part(folds, 0, "test")
@@ -189,6 +241,5 @@ def test_fold_part_selects_fold_and_roles_with_scan_ids():
     whole = fold_part(folds, 1)
     assert whole["scan_id"].tolist() == ["sub-01_ses-1", "sub-02", "sub-03"]
     assert whole["role"].tolist() == ["test", "train", "val"]
-    assert "scan_id" not in folds  # the table itself is left alone
     with pytest.raises(ConfigError, match="'training'"):
         fold_part(folds, 0, "training")

@@ -210,7 +210,7 @@ def test_other_scans_are_preprocessed(tiny_run: TinyRun) -> None:
         for pattern in (
             "space-*_desc-preproc_T1w.nii.gz",
             "space-*_label-GM_desc-modulated_probseg.nii.gz",
-            "desc-qc.json",
+            "desc-qc_T1w.json",
         ):
             assert len(list(anat.glob(f"{scan}_{pattern}"))) == 1, (scan, pattern)
     assert not (prep / CORRUPT).exists()

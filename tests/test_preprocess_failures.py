@@ -132,7 +132,7 @@ def test_keep_going_run_lists_the_scan_that_failed(tmp_path: Path) -> None:
     blocked = work / "work" / "preprocess" / "sub-001" / "nipype"
     blocked.parent.mkdir(parents=True)
     blocked.write_text("not a folder")
-    target = "results/preprocess/sub-001/anat/sub-001_desc-qc.json"
+    target = "results/preprocess/sub-001/anat/sub-001_desc-qc_T1w.json"
     proc = snakemake(
         work, "--cores", "2", "--keep-going", target, "--config", f"bids_dir={bids}",
         configfile=TINY_CONFIG, check=False,

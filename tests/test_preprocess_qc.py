@@ -20,7 +20,7 @@ def _qc(tmp_path, scan, **over):
          "corr_template": 0.95, "dice_template_mask": 0.97, "jac_min": 0.3, "jac_max": 3.0,
          "jac_frac_nonpos": 0.0, "seconds": 50.0}  # fmt: skip
     d.update(over)
-    p = tmp_path / f"{scan}_desc-qc.json"
+    p = tmp_path / f"{scan}_desc-qc_T1w.json"
     p.write_text(json.dumps(d))
     return p
 
@@ -54,7 +54,8 @@ def test_robust_z(values, expected):
 
 
 def test_dataset_description(tmp_path):
-    p = write_dataset_description(tmp_path / "preprocess")
+    (tmp_path / "bids").mkdir()
+    p = write_dataset_description(tmp_path / "preprocess", bids_dir=tmp_path / "bids", resolution=2)
     d = json.loads(p.read_text())
     assert d["DatasetType"] == "derivative"
     assert d["GeneratedBy"][0]["Name"] == "brainlens"

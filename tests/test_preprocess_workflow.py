@@ -15,7 +15,7 @@ from brainlens.preprocess.core import dice
 from brainlens.preprocess.phantom import make_phantom
 from brainlens.templates import build_templates
 
-SPACE = "MNI152NLin2009cSym"
+SPACE = "MNI152NLin2009aSym"
 
 
 def _real_sources(wf, node_name: str) -> set[tuple[str, str]]:
@@ -42,18 +42,19 @@ def tpl_dir(tmp_path_factory):
 
 
 def test_output_names_are_the_contract():
-    n = output_names("sub-01_ses-02")
-    assert n["t1w"] == f"sub-01_ses-02_space-{SPACE}_desc-preproc_T1w.nii.gz"
+    n = output_names("sub-01_ses-02", resolution=1.5)
+    assert n["t1w"] == f"sub-01_ses-02_space-{SPACE}_res-1p5_desc-preproc_T1w.nii.gz"
     assert (
-        n["gm_modulated"] == f"sub-01_ses-02_space-{SPACE}_label-GM_desc-modulated_probseg.nii.gz"
+        n["gm_modulated"]
+        == f"sub-01_ses-02_space-{SPACE}_res-1p5_label-GM_desc-modulated_probseg.nii.gz"
     )
-    assert n["csf"] == f"sub-01_ses-02_space-{SPACE}_label-CSF_probseg.nii.gz"
+    assert n["csf"] == f"sub-01_ses-02_space-{SPACE}_res-1p5_label-CSF_probseg.nii.gz"
     assert n["brain_mask"] == "sub-01_ses-02_desc-brain_mask.nii.gz"
     assert n["xfm_to_std"] == f"sub-01_ses-02_from-T1w_to-{SPACE}_mode-image_xfm.h5"
     assert n["xfm_from_std"] == f"sub-01_ses-02_from-{SPACE}_to-T1w_mode-image_xfm.h5"
     assert {n["qc_json"], n["qc_png"]} == {
-        "sub-01_ses-02_desc-qc.json",
-        "sub-01_ses-02_desc-qc.png",
+        "sub-01_ses-02_desc-qc_T1w.json",
+        "sub-01_ses-02_desc-qc_T1w.png",
     }
 
 
@@ -148,10 +149,11 @@ def test_run_t1w_preproc_on_synthetic_head(tmp_path, tpl_dir):
         ph.t1w, scan="sub-01", out_dir=out, templates_dir=tpl_dir, resolution=2.0,
         skullstrip="ants_template", seed=7, threads=2, work_dir=tmp_path / "work",
     )  # fmt: skip
-    names = output_names("sub-01")
+    names = output_names("sub-01", resolution=2.0)
     niftis = [v for v in names.values() if v.endswith(".nii.gz")]
     expected = set(names.values()) | {v.replace(".nii.gz", ".json") for v in niftis}
-    assert {p.name for p in out.iterdir()} == expected
+    assert {p.name for p in out.iterdir()} == expected - {names["qc_png"]}
+    assert [p.name for p in (out.parent / "figures").iterdir()] == [names["qc_png"]]
     assert not (tmp_path / "work").exists()  # scratch removed after a success
     for v in niftis:  # intermediates are uncompressed; published files must be gzip
         assert (out / v).read_bytes()[:2] == b"\x1f\x8b", v
@@ -251,7 +253,7 @@ def test_run_t1w_preproc_on_the_4mm_grid(tmp_path, tpl_dir):
         skullstrip="ants_template", seed=7, threads=2, work_dir=tmp_path / "work",
         reg_templates_dir=tpl_dir,
     )  # fmt: skip
-    names = output_names("sub-01")
+    names = output_names("sub-01", resolution=4.0)
     shape, affine = mni_grid(4.0)
     for key in ("t1w", "gm", "gm_modulated", "wm_modulated"):
         img = nib.load(out / names[key])
@@ -262,4 +264,6 @@ def test_run_t1w_preproc_on_the_4mm_grid(tmp_path, tpl_dir):
     for t in ("gm", "wm", "csf"):
         assert qc[f"{t}_modulation_ratio"] == pytest.approx(1.0, abs=0.05)
     side = json.loads((out / names["gm_modulated"].replace(".nii.gz", ".json")).read_text())
-    assert side["Resolution"] == 4.0 and side["OutputsResampledFromGridResolution"] == 2.0
+    assert side["Resolution"].startswith("4 mm isotropic")
+    assert side["OutputsResampledFromGridResolution"] == 2.0
+    assert "_res-4_" in names["gm_modulated"]

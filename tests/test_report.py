@@ -14,6 +14,7 @@ import pytest
 from matplotlib import image as mpimg
 from scipy import ndimage
 
+from brainlens.derivatives import relevance_name
 from brainlens.grid import BBOX_MIN
 from brainlens.metrics import classification_metrics, to_jsonable
 from brainlens.report import build_report
@@ -95,7 +96,7 @@ def make_results(root: Path, *, folds: tuple[int, ...] = (0, 1), ground_truth: b
     kw["qc_tsv"] = _tsv(qc, root / "preprocess" / "qc.tsv")
     kw["qc_figures"] = {}
     for i, scan in enumerate(qc["scan"]):  # a distinct picture per scan (its own grey level)
-        path = root / "preprocess" / scan.split("_")[0] / "anat" / f"{scan}_desc-qc.png"
+        path = root / "preprocess" / scan.split("_")[0] / "figures" / f"{scan}_desc-qc_T1w.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         mpimg.imsave(path, np.full((4, 6), i / len(qc)), cmap="gray", vmin=0, vmax=1)
         kw["qc_figures"][scan] = path
@@ -168,7 +169,8 @@ def make_results(root: Path, *, folds: tuple[int, ...] = (0, 1), ground_truth: b
             for s, lab in zip(test["participant_id"], test["label"], strict=True):
                 sign = -1.0 if method == "integrated_gradients" and lab == "control" else 1.0
                 data = _blob(CENTRE, rng, sign)
-                path = _nii(data, att / method / f"fold-{k}" / f"{s}_relevance.nii.gz")
+                name = relevance_name("scan", resolution=8.0, method=method, scan=s)
+                path = _nii(data, att / method / f"fold-{k}" / name)
                 recs.append(
                     {"scan_id": s, "method": method, "target": lab, "label": lab, "path": str(path)}
                 )
@@ -178,8 +180,9 @@ def make_results(root: Path, *, folds: tuple[int, ...] = (0, 1), ground_truth: b
                 d = pd.DataFrame(recs)
                 for key, grp in [("all", d), *d.groupby("label")]:
                     mean = np.mean([nib.load(p).get_fdata() for p in grp["path"]], axis=0)
-                    name = "mean_all" if key == "all" else f"mean_class-{key}"
-                    _nii(mean, att / method / f"fold-{k}" / f"{name}.nii.gz")
+                    kind, label = ("mean", None) if key == "all" else ("class_mean", key)
+                    name = relevance_name(kind, resolution=8.0, method=method, label=label)
+                    _nii(mean, att / method / f"fold-{k}" / name)
 
     kw |= {
         k: {} for k in ("region_tables", "region_fold_tables", "sanity_tables", "deletion_tables")

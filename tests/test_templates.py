@@ -26,10 +26,10 @@ def _load(p):
 def test_keys_and_names_are_stable(tpl2, tmp_path):
     assert set(tpl2) == {*TEMPLATE_KEYS, "provenance"}
     assert tpl2 == template_paths(tpl2["t1w"].parent, 2.0)
-    assert tpl2["t1w"].name == "tpl-MNI152NLin2009cSym_res-2_T1w.nii.gz"
-    assert tpl2["gm"].name == "tpl-MNI152NLin2009cSym_res-2_label-GM_probseg.nii.gz"
+    assert tpl2["t1w"].name == "tpl-MNI152NLin2009aSym_res-2_T1w.nii.gz"
+    assert tpl2["gm"].name == "tpl-MNI152NLin2009aSym_res-2_label-GM_probseg.nii.gz"
     assert template_paths(tmp_path, 1.5)["brain_mask"].name == (
-        "tpl-MNI152NLin2009cSym_res-1p5_desc-brain_mask.nii.gz"
+        "tpl-MNI152NLin2009aSym_res-1p5_desc-brain_mask.nii.gz"
     )
 
 
@@ -81,7 +81,7 @@ def test_head_template_has_a_skull_and_brain_template_does_not(tpl2):
 
 def test_provenance_lists_every_file_with_matching_hash(tpl2):
     prov = json.loads(tpl2["provenance"].read_text())
-    assert prov["space"] == "MNI152NLin2009cSym"
+    assert prov["space"] == "MNI152NLin2009aSym"
     for k in TEMPLATE_KEYS:
         entry = prov["files"][tpl2[k].name]
         assert entry["key"] == k

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 from conftest import REPO, planned_jobs, snakemake
 
-from brainlens.grid import SPACE, mni_grid
+from brainlens.derivatives import derivative_path, tissue_key
+from brainlens.grid import SPACE, mni_grid, res_label
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
@@ -25,18 +26,20 @@ def _config(workdir: Path) -> dict:
 def test_preprocessing_outputs_follow_the_contract(small_run: Path) -> None:
     inputs = pd.read_csv(small_run / "results/preprocess/inputs.tsv", sep="\t", dtype=str)
     assert (inputs["status"] == "ok").all()
-    shape, affine = mni_grid(_config(small_run)["preprocess"]["resolution"])
+    res = _config(small_run)["preprocess"]["resolution"]
+    shape, affine = mni_grid(res)
     for rec in inputs.to_dict("records"):
         pid, ses, scan = rec["participant_id"], rec["session_id"], rec["scan"]
         anat = small_run / "results/preprocess" / pid / ("" if ses == "n/a" else ses) / "anat"
-        t1w = anat / f"{scan}_space-{SPACE}_desc-preproc_T1w.nii.gz"
+        t1w = anat / f"{scan}_space-{SPACE}_res-{res_label(res)}_desc-preproc_T1w.nii.gz"
         img = nib.load(str(t1w))
         assert img.shape == shape
         np.testing.assert_allclose(img.affine, affine, atol=1e-4)
+        root = small_run / "results/preprocess"
         for tissue in ("GM", "WM", "CSF"):
-            assert (
-                anat / f"{scan}_space-{SPACE}_label-{tissue}_desc-modulated_probseg.nii.gz"
-            ).exists()
+            key = tissue_key(tissue, modulated=True)
+            assert derivative_path(root, scan, key, resolution=res).exists()
+        assert (anat.parent / "figures" / f"{scan}_desc-qc_T1w.png").exists()
     qc = pd.read_csv(small_run / "results/preprocess/qc.tsv", sep="\t")
     assert {"tiv_ml", "gm_ml", "wm_ml", "csf_ml"} <= set(qc.columns)
     assert len(qc) == len(inputs)

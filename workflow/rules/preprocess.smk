@@ -1,4 +1,5 @@
 # Input checks, then one nipype/ANTs preprocessing job per scan, then the QC table.
+from brainlens.preprocess.workdir import scan_work_dir
 
 
 checkpoint check_inputs:
@@ -27,7 +28,7 @@ rule preprocess_t1w:
         t1w=raw_t1w,
         templates=TEMPLATES,
     output:
-        **{key: derivative_pattern(PREPROC_ROOT, key) for key in DERIVATIVES},
+        **{key: derivative_pattern(PREPROC_ROOT, key, resolution=RESOLUTION) for key in DERIVATIVES},
     log:
         "logs/preprocess/{subdir}/{scan}.log",
     group:
@@ -44,7 +45,10 @@ rule preprocess_t1w:
         segmentation_grid=config["preprocess"]["segmentation_grid"],
         seed=derive_seed(config["seed"], "preprocess"),
         out_dir=lambda wc: str(scan_dir(PREPROC_ROOT, wc.scan)),
-        work_dir=lambda wc: f"work/preprocess/{wc.scan}",
+        # Sources of the sidecars: BIDS URIs into this dataset (bids:raw:...)
+        bids_dir=BIDS_DIR,
+        # unexpanded: the job expands $VARS/~ on its node (node-local scratch)
+        work_dir=lambda wc: scan_work_dir(config["preprocess"]["work_dir"], wc.scan),
     script:
         "../../scripts/preprocess_t1w.py"
 
@@ -56,11 +60,16 @@ rule qc_table:
     output:
         table="results/preprocess/qc.tsv",
         description="results/preprocess/dataset_description.json",
+        bidsignore="results/preprocess/.bidsignore",
     log:
         "logs/qc_table.log",
     localrule: True
     conda:
         "../../envs/preprocess.yaml"
+    params:
+        # DatasetLinks/SourceDatasets of dataset_description.json
+        bids_dir=BIDS_DIR,
+        resolution=RESOLUTION,
     script:
         "../../scripts/qc_table.py"
 

@@ -3,9 +3,9 @@
 
 rule templates:
     output:
-        directory("resources/templates/res-{res}"),
+        directory(f"resources/templates/{SPACE}/res-{{res}}"),
     log:
-        "logs/templates/res-{res}.log",
+        f"logs/templates/{SPACE}/res-{{res}}.log",
     localrule: True
     conda:
         "../../envs/preprocess.yaml"
@@ -16,6 +16,8 @@ rule templates:
 
 
 rule atlas:
+    input:
+        unpack(custom_atlas_files),
     output:
         nii=f"resources/atlases/res-{RES}/{{atlas}}.nii.gz",
         tsv=f"resources/atlases/res-{RES}/{{atlas}}.tsv",

@@ -47,14 +47,15 @@ from brainlens.attribution.baselines import (
     check_baseline_provenance,
     read_baseline,
 )
-from brainlens.attribution.maps import mean_maps, save_map
 from brainlens.attribution.methods import attribute, get_method, method_base
+from brainlens.attribution.sidecars import MapWriter, grid_resolution
 from brainlens.attribution.targets import (
     check_target_spec,
     completeness,
     logits_of,
     resolve_target,
 )
+from brainlens.derivatives import sanitised_labels
 from brainlens.errors import ConfigError, InputFileError
 from brainlens.folds import fold_part, read_folds
 from brainlens.packing import open_pack
@@ -258,6 +259,90 @@ def _fold_baseline(
     return base
 
 
+def _test_subset(folds_tsv: Path, fold: int, max_scans: int | None, seed: int) -> pd.DataFrame:
+    """The fold's test scans, capped at ``max_scans`` (a seeded random subset)."""
+    test = _test_scans(folds_tsv, fold)
+    if max_scans is not None and len(test) > max_scans:
+        rng = np.random.default_rng(seed)
+        pick = np.sort(rng.choice(len(test), max_scans, replace=False))
+        test = test.iloc[pick].reset_index(drop=True)
+    return test
+
+
+def _explain_scans(
+    model: torch.nn.Module,
+    meta: Mapping[str, Any],
+    test: pd.DataFrame,
+    volumes: np.ndarray,
+    *,
+    method: str,
+    opts: dict,
+    target: str,
+    base: Baseline | None,
+    harmonise: Any | None,
+    write: Any,
+) -> tuple[list[dict], list[np.ndarray]]:
+    """Explain each test scan; ``write(rel, rec, row) -> Path`` saves its map.
+
+    ``base`` is None for a method without a baseline. Returns the table rows and maps.
+    """
+    explain, to_input = _explainer_maps(model, meta, method), _model_input(meta)
+    classes = list(meta["class_names"])
+    rows, maps = [], []
+    for i, rec in enumerate(test.to_dict("records")):
+        x = torch.from_numpy(volumes[i : i + 1])
+        x_in = to_input(x)
+        logits = logits_of(model, x_in)
+        tgt = resolve_target(target, classes, rec["label"], logits)
+        run_opts = dict(opts)
+        if base is not None:
+            run_opts["baseline"] = to_input(torch.from_numpy(base.for_scan(volumes[i])[None]))
+        start = time.perf_counter()
+        with count_forward_passes(model) as counter:
+            rel, rel_in = explain(x, tgt, run_opts)
+        seconds = time.perf_counter() - start
+        row = {
+            "fold": int(rec["fold"]),
+            "scan_id": rec["scan_id"],
+            "label": rec["label"],
+            "target": tgt,
+            "target_class": classes[tgt],
+            "predicted_class": classes[int(torch.argmax(logits[0]))],
+            "baseline": base.kind if base is not None else "none",
+            "method": method,
+        }
+        row["path"] = str(write(rel, rec, row))
+        row |= {"seconds": round(seconds, 3), "forward_passes": int(counter.samples)}
+        row |= input_space(harmonise)
+        if method_base(method) == "integrated_gradients":
+            row.update(completeness(model, x_in, run_opts["baseline"], tgt, float(np.sum(rel_in))))
+        rows.append(row)
+        maps.append(rel)
+        log.info(
+            "%s %s: %.1f s, %d forward passes", method, rec["scan_id"], seconds, counter.samples
+        )
+    return rows, maps
+
+
+def _check_request(
+    meta: Mapping[str, Any], method: str, options: Mapping[str, Any], target: str, model: Path
+) -> tuple[dict[str, str], bool]:
+    """Refuse a bad target, class names that clash in file names and a baseline option.
+
+    Returns the classes' file-name labels and whether the method takes a baseline.
+    """
+    classes = list(meta["class_names"])
+    check_target_spec(target, classes)
+    class_labels = sanitised_labels(classes, f"{model}: class names")
+    uses_baseline = "baseline" in get_method(method).options()
+    if uses_baseline and "baseline" in options:
+        raise ConfigError(
+            f"attribution.methods.{method}.baseline: set the baseline with "
+            "attribution.baseline (computed from each fold's training part). Fix: remove it"
+        )
+    return class_labels, uses_baseline
+
+
 def attribute_fold(
     *,
     model_path: Path,
@@ -278,9 +363,11 @@ def attribute_fold(
 ) -> pd.DataFrame:
     """Relevance maps of one method for the test scans of one fold.
 
-    Writes ``out_dir/<scan_id>_relevance.nii.gz`` per test scan,
-    ``out_dir/mean_class-<class>.nii.gz`` per true class and ``out_dir/mean_all.nii.gz``,
-    and ``out_table`` (``fold, scan_id, label, target, target_class, predicted_class,
+    Writes into ``out_dir`` the maps of :data:`brainlens.derivatives.RELEVANCE` (per test
+    scan, per true class, over all; ``space-``/``res-`` from the packs' grid, method and
+    class sanitised) with their sidecars (:class:`~brainlens.attribution.sidecars.MapWriter`:
+    method, model, fold, target class, baseline, sign convention, units), and
+    ``out_table`` (``fold, scan_id, label, target, target_class, predicted_class,
     baseline, method, path, seconds, forward_passes``; integrated gradients adds
     ``logit_delta, attribution_sum, completeness_error, completeness_rel_error``, see
     :func:`brainlens.attribution.targets.completeness`; a harmonised model adds
@@ -319,74 +406,46 @@ def attribute_fold(
         The fold's confound files (:func:`model_harmonisation`); default those that
         ``model.pt`` records. A harmonised model is explained on harmonised test scans
         from a baseline of harmonised training inputs.
+
+    Raises
+    ------
+    ConfigError
+        A baseline in the method's options; two class names that sanitise alike.
+    InputFileError
+        Packs not on an analysis grid; a baseline of another shape.
     """
     torch.manual_seed(seed)
     model, meta = load_trained_model(Path(model_path).parent)
-    explain = _explainer_maps(model, meta, method)
-    to_input = _model_input(meta)
-    classes = list(meta["class_names"])
-    check_target_spec(target, classes)
-    uses_baseline = "baseline" in get_method(method).options()
-    if uses_baseline and "baseline" in options:
-        raise ConfigError(
-            f"attribution.methods.{method}.baseline: set the baseline with "
-            "attribution.baseline (computed from each fold's training part). Fix: remove it"
-        )
-    test = _test_scans(folds_tsv, fold)
-    if max_scans is not None and len(test) > max_scans:
-        rng = np.random.default_rng(seed)
-        test = test.iloc[np.sort(rng.choice(len(test), max_scans, replace=False))].reset_index(
-            drop=True
-        )
+    class_labels, uses_baseline = _check_request(meta, method, options, target, model_path)
+    test = _test_subset(folds_tsv, fold, max_scans, seed).assign(fold=int(fold))
     harmonise = model_harmonisation(
         meta, confounds, folds_tsv=folds_tsv, fold=fold, model_path=Path(model_path)
     )
     volumes, affine = load_volumes(packs, list(test["scan_id"]), harmonise)
+    resolution = grid_resolution(affine, packs[0][0])
     base = _fold_baseline(baseline_npy, baseline_json, folds_tsv, fold, volumes.shape[1:])
     if uses_baseline:
         check_baseline_space(base, harmonise, baseline_npy)
     atlas = np.asanyarray(nib.load(str(atlas_nii)).dataobj).astype(np.int64) if atlas_nii else None
-    opts = _method_options(method, options, atlas)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rows, maps = [], []
-    for i, rec in enumerate(test.to_dict("records")):
-        x = torch.from_numpy(volumes[i : i + 1])
-        x_in = to_input(x)
-        logits = logits_of(model, x_in)
-        tgt = resolve_target(target, classes, rec["label"], logits)
-        run_opts = dict(opts)
-        if uses_baseline:
-            run_opts["baseline"] = to_input(torch.from_numpy(base.for_scan(volumes[i])[None]))
-        start = time.perf_counter()
-        with count_forward_passes(model) as counter:
-            rel, rel_in = explain(x, tgt, run_opts)
-        seconds = time.perf_counter() - start
-        path = out_dir / f"{rec['scan_id']}_relevance.nii.gz"
-        save_map(rel, affine, path)
-        maps.append(rel)
-        row = {
-            "fold": int(fold),
-            "scan_id": rec["scan_id"],
-            "label": rec["label"],
-            "target": tgt,
-            "target_class": classes[tgt],
-            "predicted_class": classes[int(torch.argmax(logits[0]))],
-            "baseline": base.kind if uses_baseline else "none",
-            "method": method,
-            "path": str(path),
-            "seconds": round(seconds, 3),
-            "forward_passes": int(counter.samples),
-        } | input_space(harmonise)
-        if method_base(method) == "integrated_gradients":
-            row.update(completeness(model, x_in, run_opts["baseline"], tgt, float(np.sum(rel_in))))
-        rows.append(row)
-        log.info(
-            "%s %s: %.1f s, %d forward passes", method, rec["scan_id"], seconds, counter.samples
-        )
-    for cls, mean in mean_maps(maps, list(test["label"])).items():
-        save_map(mean, affine, out_dir / f"mean_class-{cls}.nii.gz")
-    save_map(np.mean(maps, axis=0), affine, out_dir / "mean_all.nii.gz")
+    writer = MapWriter(
+        Path(out_dir), affine, resolution=resolution, method=method, options=options,
+        common={
+            "Model": meta.get("model"), "Fold": int(fold), "Target": target,
+            "Baseline": base.kind if uses_baseline else "none",
+            "InputSpace": input_space(harmonise).get("input_space", "raw"),
+        },
+    )  # fmt: skip
+    rows, maps = _explain_scans(
+        model, meta, test, volumes, method=method,
+        opts=_method_options(method, options, atlas), target=target,
+        base=base if uses_baseline else None, harmonise=harmonise, write=writer.scan_map,
+    )  # fmt: skip
+    writer.mean_maps(maps, list(test["label"]), class_labels)
+    return _finish(rows, Path(out_dir), Path(out_table), harmonise)
+
+
+def _finish(rows: list[dict], out_dir: Path, out_table: Path, harmonise: Any | None):
+    """Write ``input_space.json`` (a harmonised model) and the fold's table; return it."""
     if harmonise is not None:
         note = "relevance for the harmonised input (in-fold confound removal), not the raw map"
         record = harmonise.record() | {"note": note}

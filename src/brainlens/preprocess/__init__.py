@@ -6,7 +6,8 @@ Layers (nipreps style): :mod:`~brainlens.preprocess.core` (in-memory),
 :mod:`~brainlens.preprocess.registration`, :mod:`~brainlens.preprocess.segmentation` and
 :mod:`~brainlens.preprocess.modulation` composed by :mod:`~brainlens.preprocess.workflow`,
 :mod:`~brainlens.preprocess.run` (the entry point of the Snakemake rule) and
-:mod:`~brainlens.preprocess.outputs` (file names, staging, sidecars, publishing).
+:mod:`~brainlens.preprocess.outputs` (file names, staging, sidecars, publishing) and
+:mod:`~brainlens.preprocess.description` (``dataset_description.json``, ``.bidsignore``).
 
 Public names are imported lazily so that the ANTs console scripts
 (:mod:`~brainlens.preprocess.ants_cli`) start without importing nipype. Importing this
@@ -26,7 +27,8 @@ _LAZY = {
     "T1wReport": "brainlens.preprocess.checks",
     "check_t1w": "brainlens.preprocess.checks",
     "qc_table": "brainlens.preprocess.qc",
-    "write_dataset_description": "brainlens.preprocess.qc",
+    "write_dataset_description": "brainlens.preprocess.description",
+    "write_bidsignore": "brainlens.preprocess.description",
     "output_names": "brainlens.preprocess.outputs",
     "run_t1w_preproc": "brainlens.preprocess.run",
     "init_t1w_preproc_wf": "brainlens.preprocess.workflow",

@@ -2,9 +2,12 @@
 
 :func:`output_names` is the file-name contract of :func:`brainlens.preprocess.run_t1w_preproc`
 (the names and keys of :data:`brainlens.derivatives.DERIVATIVES`).
-The workflow's results are first written into a staging folder (:func:`stage_images`,
-:func:`write_sidecars`), then moved into the output folder together
-(:func:`publish`), so a failed scan leaves no partial derivatives.
+The workflow's results are first written into a staging folder laid out like the scan's
+folder (``anat/``, ``figures/``: :func:`staged_paths`, :func:`stage_images`,
+:func:`write_sidecars`), then moved into the scan's folder together (:func:`publish`), so
+a failed scan leaves no partial derivatives. Sidecars name their source with a BIDS URI
+(``bids:raw:sub-01/anat/sub-01_T1w.nii.gz``, :func:`source_of`) and describe the
+``res-`` label (``Resolution``, :func:`brainlens.derivatives.resolution_description`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,16 @@ import nibabel as nib
 import numpy as np
 
 from brainlens._io import atomic_output, save_nifti, write_text_atomic
-from brainlens.derivatives import SPACE, derivative_names, sidecar_name, tissue_key
+from brainlens.derivatives import (
+    FOLDERS,
+    GRID_KEYS,
+    SPACE,
+    derivative_names,
+    resolution_description,
+    sidecar_name,
+    source_uri,
+    tissue_key,
+)
 from brainlens.errors import PreprocessingError
 from brainlens.grid import REGISTRATION_RESOLUTION
 from brainlens.preprocess.registration import REGISTRATION
@@ -26,13 +38,15 @@ from brainlens.preprocess.segmentation import ATROPOS, TISSUES
 from brainlens.preprocess.workflow import N4
 
 
-def output_names(scan: str) -> dict[str, str]:
+def output_names(scan: str, *, resolution: float) -> dict[str, str]:
     """File names (no folder) that :func:`run_t1w_preproc` writes for ``scan``.
 
     Parameters
     ----------
     scan : str
         BIDS stem, e.g. ``sub-01`` or ``sub-01_ses-02``.
+    resolution : float
+        Analysis grid resolution (mm): the ``res-`` label of the grid outputs.
 
     Returns
     -------
@@ -40,9 +54,25 @@ def output_names(scan: str) -> dict[str, str]:
         :data:`brainlens.derivatives.DERIVATIVES` keys (``t1w``, ``gm``, ``wm``, ``csf``,
         ``<tissue>_modulated``, ``brain_mask``, ``xfm_to_std``, ``xfm_from_std``,
         ``qc_json``, ``qc_png``) -> file names. Every ``.nii.gz`` also gets a ``.json``
-        sidecar of the same stem (:func:`brainlens.derivatives.sidecar_name`).
+        sidecar of the same stem (:func:`brainlens.derivatives.sidecar_name`). Each lies
+        in its :data:`brainlens.derivatives.FOLDERS` folder of the scan's folder
+        (:func:`staged_paths`).
     """
-    return derivative_names(scan)
+    return derivative_names(scan, resolution=resolution)
+
+
+def staged_paths(folder: Path, names: dict[str, str]) -> dict[str, Path]:
+    """:func:`output_names` keys -> ``folder/<anat|figures>/<name>`` (folders created)."""
+    paths = {k: Path(folder) / FOLDERS[k] / name for k, name in names.items()}
+    for path in paths.values():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    return paths
+
+
+def source_of(t1w: Path, bids_dir: Path | None) -> str:
+    """The ``Sources`` entry of a raw T1w: its BIDS URI in ``bids_dir`` (the workflow's
+    case), else (a file outside any dataset, e.g. a test phantom) its ``file://`` URI."""
+    return source_uri(t1w, bids_dir) if bids_dir is not None else Path(t1w).resolve().as_uri()
 
 
 def write_json(path: Path, content: dict) -> Path:
@@ -106,7 +136,7 @@ def sidecar_params(
     """Processing parameters shared by every NIfTI sidecar (BIDS-Derivatives style)."""
     return {
         "Space": SPACE,
-        "Resolution": float(resolution),
+        "Resolution": resolution_description(resolution),
         "RegistrationGridResolution": REGISTRATION_RESOLUTION,
         "OutputsResampledFromGridResolution": reg_res,
         "SkullStripMethod": skullstrip,
@@ -127,19 +157,20 @@ def sidecar_params(
     }
 
 
-def write_sidecars(files: dict[str, Path], *, source: Path, versions: dict, params: dict) -> None:
+def write_sidecars(files: dict[str, Path], *, source: str, versions: dict, params: dict) -> None:
     """Write a ``.json`` sidecar beside every staged ``.nii.gz``.
 
     Parameters
     ----------
     files : dict of str to Path
         :func:`output_names` keys -> staged paths.
-    source : Path
-        The raw T1w (``Sources``).
+    source : str
+        The raw T1w's URI (``Sources``, :func:`source_of`).
     versions : dict
         ``SoftwareVersions``.
     params : dict
-        :func:`sidecar_params`.
+        :func:`sidecar_params`; ``Resolution`` only for the grid outputs (the native
+        brain mask has no ``res-``).
     """
     extra = {
         "brain_mask": {"Type": "Brain", "Space": "T1w (native, RAS-reordered)"},
@@ -152,29 +183,42 @@ def write_sidecars(files: dict[str, Path], *, source: Path, versions: dict, para
     for k, f in files.items():
         if not f.name.endswith(".nii.gz"):
             continue
-        side = {"Sources": [str(source)], "SoftwareVersions": versions} | params
+        side = {"Sources": [source], "SoftwareVersions": versions} | params
+        if k not in GRID_KEYS:
+            side.pop("Resolution", None)
         side |= extra.get(k, {})
         write_json(f.with_name(sidecar_name(f.name)), side)
 
 
+def published_dir(out_dir: Path, folder: str) -> Path:
+    """Where a :data:`~brainlens.derivatives.FOLDERS` folder's files are published:
+    ``anat`` is ``out_dir`` itself (:func:`brainlens.derivatives.scan_dir`), any other
+    (``figures``) its sibling."""
+    return Path(out_dir) if folder == FOLDERS["t1w"] else Path(out_dir).parent / folder
+
+
 def publish(stage: Path, out_dir: Path, scan: str) -> None:
-    """Move every staged file into ``out_dir`` (copy beside it, then same-folder renames).
+    """Move every staged file into place (copy beside its destination, then same-folder
+    renames): ``stage/<folder>/<name>`` -> :func:`published_dir` ``/<name>``.
 
     Parameters
     ----------
     stage : Path
-        Staging folder holding every output of the scan; removed afterwards.
+        Staging folder (:func:`staged_paths`) holding every output of the scan; removed
+        afterwards.
     out_dir : Path
-        The scan's derivatives folder (created).
+        The scan's ``anat`` folder (created, and its sibling ``figures/``).
     scan : str
-        BIDS stem; names the hidden incoming folder ``out_dir/.{scan}.incoming``.
+        BIDS stem; names the hidden incoming folders ``.{scan}.incoming``.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    pub = out_dir / f".{scan}.incoming"
-    if pub.exists():
-        shutil.rmtree(pub)
-    shutil.copytree(stage, pub)  # cross-device copy first, then renames inside out_dir
-    for f in sorted(pub.iterdir()):
-        os.replace(f, out_dir / f.name)
-    pub.rmdir()
+    for sub in sorted(p for p in stage.iterdir() if p.is_dir()):
+        dest = published_dir(out_dir, sub.name)
+        dest.mkdir(parents=True, exist_ok=True)
+        pub = dest / f".{scan}.incoming"
+        if pub.exists():
+            shutil.rmtree(pub)
+        shutil.copytree(sub, pub)  # cross-device copy first, then renames inside dest
+        for f in sorted(pub.iterdir()):
+            os.replace(f, dest / f.name)
+        pub.rmdir()
     shutil.rmtree(stage, ignore_errors=True)

@@ -1,4 +1,8 @@
-"""Quality control of the preprocessing: per-scan metrics, figure, dataset table."""
+"""Quality control of the preprocessing: per-scan metrics, figure, dataset table.
+
+The dataset-level BIDS files (``dataset_description.json``, ``.bidsignore``) are
+:mod:`brainlens.preprocess.description`'s.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from brainlens._io import atomic_output, write_text_atomic
+from brainlens._io import atomic_output
 from brainlens.derivatives import scan_of
 from brainlens.preprocess import core
 
@@ -174,39 +178,3 @@ def qc_table(qc_jsons: list[Path], out_tsv: Path) -> pd.DataFrame:
     with atomic_output(out_tsv) as tmp:
         df.to_csv(tmp, sep="\t", index=False, na_rep="n/a")
     return df
-
-
-def write_dataset_description(out_dir: Path) -> Path:
-    """Write a BIDS-Derivatives ``dataset_description.json`` for the preprocessing.
-
-    Parameters
-    ----------
-    out_dir : Path
-        Root of the derivatives (e.g. ``results/preprocess``).
-
-    Returns
-    -------
-    Path
-        The written file.
-    """
-    from brainlens.preprocess.versions import software_versions
-
-    v = software_versions()
-    desc = {
-        "Name": "brainlens T1w preprocessing",
-        "BIDSVersion": "1.9.0",
-        "DatasetType": "derivative",
-        "GeneratedBy": [
-            {
-                "Name": "brainlens",
-                "Version": v.get("brainlens", "unknown"),
-                "Description": "N4, skull strip (deepbet or template mask), ANTs rigid/affine/SyN "
-                "to MNI152NLin2009cSym, Atropos GM/WM/CSF, Jacobian-modulated tissue maps",
-            }
-        ],
-        "SoftwareVersions": v,
-    }
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "dataset_description.json"
-    return write_text_atomic(path, json.dumps(desc, indent=2) + "\n")

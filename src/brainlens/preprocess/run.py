@@ -18,7 +18,7 @@ import numpy as np
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
-from brainlens.derivatives import TEMPLATE_KEYS, template_paths, tissue_key
+from brainlens.derivatives import FOLDERS, TEMPLATE_KEYS, template_paths, tissue_key
 from brainlens.errors import BrainlensError, InputFileError, PreprocessingError
 from brainlens.grid import mni_grid, registration_grid
 from brainlens.preprocess import fileops, qc
@@ -26,13 +26,17 @@ from brainlens.preprocess.checks import T1wReport, check_t1w
 from brainlens.preprocess.outputs import (
     output_names,
     publish,
+    published_dir,
     sidecar_params,
+    source_of,
     stage_images,
+    staged_paths,
     write_json,
     write_sidecars,
 )
 from brainlens.preprocess.segmentation import TISSUES
 from brainlens.preprocess.versions import ensure_ants_on_path, software_versions
+from brainlens.preprocess.workdir import expand_work_dir
 from brainlens.preprocess.workflow import init_t1w_preproc_wf
 
 __all__ = ["output_names", "run_t1w_preproc"]
@@ -203,7 +207,7 @@ def _qc_metrics(
     """
     t_qc = time.perf_counter()
     native = dict(zip(("csf", "gm", "wm"), res["native_probseg"], strict=True))
-    metrics: dict = {"scan": scan, "source": str(t1w), "input_sha1": report.sha1}
+    metrics: dict = {"scan": scan, "input_sha1": report.sha1}
     metrics |= fileops.tissue_volumes_ml(native, Path(res["brain_mask"]))
     seg_affine = nib.load(res["native_probseg"][0]).affine
     metrics["segmentation_voxel_mm"] = [
@@ -233,6 +237,58 @@ def _qc_metrics(
     return metrics
 
 
+def _produce(
+    t1w: Path,
+    stage: Path,
+    names: dict[str, str],
+    *,
+    scan: str,
+    work_dir: Path,
+    report: T1wReport,
+    templates: tuple[dict[str, Path], float | None, dict[str, Path] | None],
+    source: str,
+    settings: dict,
+) -> dict:
+    """Run the workflow on ``t1w`` and write every output (and its sidecar) into ``stage``.
+
+    ``settings``: ``resolution, skullstrip, seed, threads, registration,
+    segmentation_grid`` of :func:`run_t1w_preproc`. Returns the QC metrics (also written
+    to the ``qc_json`` file).
+    """
+    tpl, reg_res, reg_tpl = templates
+    resolution, skullstrip, seed = settings["resolution"], settings["skullstrip"], settings["seed"]
+    res, steps, seconds_wf = _run_workflow(
+        t1w, work_dir, name=f"t1w_preproc_{scan.replace('-', '_')}", templates=tpl,
+        resolution=resolution, skullstrip=skullstrip, seed=seed,
+        omp_nthreads=settings["threads"], registration=settings["registration"],
+        reg_templates=reg_tpl, segmentation_grid=settings["segmentation_grid"],
+    )  # fmt: skip
+    files = staged_paths(stage, names)
+    stage_images(res, files, *mni_grid(resolution))
+    metrics = _qc_metrics(
+        res, files, scan=scan, t1w=t1w, report=report, tpl=tpl, reg_tpl=reg_tpl,
+        resolution=resolution, title=f"{scan} {skullstrip} {resolution} mm", steps=steps,
+    )  # fmt: skip
+    metrics |= {
+        "source": source, "skullstrip": skullstrip, "resolution": float(resolution),
+        "seed": int(seed), "threads": int(settings["threads"]),
+        "seconds_workflow": round(seconds_wf, 2), "seconds_steps": steps,
+        "input": report.to_dict(),
+    }  # fmt: skip
+    metrics["software"] = versions = software_versions()
+    write_sidecars(
+        files,
+        source=source,
+        versions=versions,
+        params=sidecar_params(
+            resolution=resolution, reg_res=reg_res, skullstrip=skullstrip, seed=seed,
+            registration=settings["registration"],
+            segmentation_grid=settings["segmentation_grid"],
+        ),
+    )  # fmt: skip
+    return metrics
+
+
 def run_t1w_preproc(
     t1w: Path,
     *,
@@ -248,6 +304,7 @@ def run_t1w_preproc(
     keep_work: bool = False,
     reg_templates_dir: Path | None = None,
     segmentation_grid: str = "native",
+    bids_dir: Path | None = None,
 ) -> dict:
     """Preprocess one T1w scan into MNI space and write its derivatives atomically.
 
@@ -258,20 +315,25 @@ def run_t1w_preproc(
     scan : str
         BIDS stem used in file names, e.g. ``sub-01`` or ``sub-01_ses-02``.
     out_dir : Path
-        ``results/preprocess/sub-01/[ses-02/]anat``; receives the files of
-        :func:`output_names` (plus JSON sidecars) only when everything succeeded.
+        The scan's ``anat`` folder, ``results/preprocess/sub-01/[ses-02/]anat``
+        (:func:`brainlens.derivatives.scan_dir`); receives the files of
+        :func:`output_names` (plus JSON sidecars), the QC picture its sibling
+        ``figures/`` (:func:`~brainlens.preprocess.outputs.published_dir`), only when
+        everything succeeded.
     templates_dir, reg_templates_dir : Path
         Folders written by :func:`brainlens.templates.build_templates` at ``resolution``
         and at :func:`brainlens.grid.registration_grid` ``(resolution)`` (2 mm; required,
         and used for registration, segmentation and modulation, when the analysis grid is
         coarser, 4 mm; the outputs are then resampled onto the analysis grid).
     resolution : float
-        MNI grid resolution in mm (1, 1.5, 2 or 4).
+        MNI grid resolution in mm (1, 1.5, 2 or 4); the ``res-`` label of the names.
     skullstrip : {"deepbet", "ants_template"}
     seed, threads : int
         ANTs registration seed; threads for ANTs and deepbet.
-    work_dir : Path
+    work_dir : Path or str
         Scratch folder (nipype working directory, staging); may be deleted afterwards.
+        ``~`` and ``$VARS`` are expanded here, on the job's node (node-local scratch:
+        :func:`brainlens.preprocess.workdir.expand_work_dir`).
     registration : dict, optional
         Overrides of :data:`brainlens.preprocess.registration.REGISTRATION` (e.g. cheaper
         SyN iterations for a quick run); recorded in the sidecars.
@@ -281,6 +343,10 @@ def run_t1w_preproc(
         Grid Atropos segments on (:func:`brainlens.preprocess.segmentation.init_segmentation_wf`);
         the QC JSON records its voxel size (``segmentation_voxel_mm``), the grid of the
         native tissue volumes.
+    bids_dir : Path, optional
+        The raw BIDS dataset ``t1w`` belongs to (the workflow passes it): ``Sources`` and
+        the QC JSON's ``source`` are then the BIDS URI ``bids:raw:<path in the dataset>``;
+        without it (a file outside any dataset) its ``file://`` URI.
 
     Returns
     -------
@@ -291,46 +357,32 @@ def run_t1w_preproc(
     Raises
     ------
     InputFileError
-        The T1w fails :func:`~brainlens.preprocess.checks.check_t1w`; a template is missing.
+        The T1w fails :func:`~brainlens.preprocess.checks.check_t1w`; a template is
+        missing; ``t1w`` is not inside ``bids_dir``.
     PreprocessingError
         A step failed; the message names the scan file. ``out_dir`` is left untouched.
     """
     t0 = time.perf_counter()
-    t1w, out_dir, work_dir = Path(t1w).resolve(), Path(out_dir), Path(work_dir).resolve()
-    report = check_t1w(t1w)
-    tpl, reg_res, reg_tpl = _templates(templates_dir, resolution, reg_templates_dir)
-    shape_affine = mni_grid(resolution)
-    stage, names = _prepare(work_dir, threads), output_names(scan)
+    t1w, out_dir, work_dir = Path(t1w).resolve(), Path(out_dir), expand_work_dir(work_dir)
+    report, source = check_t1w(t1w), source_of(t1w, bids_dir)
+    templates = _templates(templates_dir, resolution, reg_templates_dir)
+    names, stage = output_names(scan, resolution=resolution), _prepare(work_dir, threads)
+    settings = {
+        "resolution": resolution, "skullstrip": skullstrip, "seed": seed, "threads": threads,
+        "registration": registration, "segmentation_grid": segmentation_grid,
+    }  # fmt: skip
     try:
-        res, steps, seconds_wf = _run_workflow(
-            t1w, work_dir, name=f"t1w_preproc_{scan.replace('-', '_')}", templates=tpl,
-            resolution=resolution, skullstrip=skullstrip, seed=seed, omp_nthreads=threads,
-            registration=registration, reg_templates=reg_tpl, segmentation_grid=segmentation_grid,
+        metrics = _produce(
+            t1w, stage, names, scan=scan, work_dir=work_dir, report=report,
+            templates=templates, source=source, settings=settings,
         )  # fmt: skip
-        files = {k: stage / v for k, v in names.items()}
-        stage_images(res, files, *shape_affine)
-        metrics = _qc_metrics(
-            res, files, scan=scan, t1w=t1w, report=report, tpl=tpl, reg_tpl=reg_tpl,
-            resolution=resolution, title=f"{scan} {skullstrip} {resolution} mm", steps=steps,
-        )  # fmt: skip
-        metrics |= {
-            "skullstrip": skullstrip, "resolution": float(resolution), "seed": int(seed),
-            "threads": int(threads), "seconds_workflow": round(seconds_wf, 2),
-            "seconds_steps": steps, "input": report.to_dict(),
-        }  # fmt: skip
-        metrics["software"] = versions = software_versions()
         metrics["seconds"] = round(time.perf_counter() - t0, 2)
-        write_json(files["qc_json"], metrics)
-        params = sidecar_params(
-            resolution=resolution, reg_res=reg_res, skullstrip=skullstrip, seed=seed,
-            registration=registration, segmentation_grid=segmentation_grid,
-        )  # fmt: skip
-        write_sidecars(files, source=t1w, versions=versions, params=params)
+        write_json(stage / FOLDERS["qc_json"] / names["qc_json"], metrics)
     except Exception as exc:
         shutil.rmtree(stage, ignore_errors=True)
         raise _failure(exc, t1w=t1w, scan=scan, work_dir=work_dir) from exc
     publish(stage, out_dir, scan)
     if not keep_work:
         _remove_work(work_dir)
-    metrics["files"] = {k: out_dir / v for k, v in names.items()}
+    metrics["files"] = {k: published_dir(out_dir, FOLDERS[k]) / v for k, v in names.items()}
     return metrics

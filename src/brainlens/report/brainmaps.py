@@ -2,9 +2,10 @@
 
 The attribution step writes, per model, method and fold, a table
 ``results/attribution/<model>/<method>/fold-<k>.tsv`` (one row per scan: ``scan_id``,
-``target``, ``label``, ``path`` of its map) and, beside it, the fold's mean maps
-``fold-<k>/mean_class-<class>.nii.gz`` and ``fold-<k>/mean_all.nii.gz``. Missing
-mean maps are computed here from the per-scan maps.
+``target``, ``label``, ``path`` of its map) and, beside it in ``fold-<k>/``, the fold's
+mean maps per class and over all (:data:`brainlens.derivatives.RELEVANCE`, found with
+:func:`brainlens.derivatives.relevance_glob`). Missing mean maps are computed here from
+the per-scan maps.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from brainlens.derivatives import template_glob
+from brainlens.derivatives import relevance_glob, template_glob
 from brainlens.errors import InputFileError
 from brainlens.report.io import exists, read_tsv, sorted_keys
 
@@ -66,6 +67,21 @@ def _load(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(img.dataobj, dtype=np.float64), img.affine
 
 
+def _mean_file(mean_dir: Path, key: str) -> Path | None:
+    """The fold's mean map of class ``key`` (``"all"``: of every scan), or None."""
+    if key == "all":
+        found = sorted(mean_dir.glob(relevance_glob("mean")))
+    else:
+        found = sorted(mean_dir.glob(relevance_glob("class_mean", label=key)))
+    if len(found) > 1:
+        raise InputFileError(
+            mean_dir,
+            f"{len(found)} mean maps for {key!r} ({[f.name for f in found]})",
+            "re-run the attribution step into an empty folder",
+        )
+    return found[0] if found else None
+
+
 def fold_class_means(
     table_path: Path,
 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], int, list[str]]:
@@ -95,8 +111,8 @@ def fold_class_means(
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     missing = []
     for key in ["all", *classes]:
-        f = mean_dir / ("mean_all.nii.gz" if key == "all" else f"mean_class-{key}.nii.gz")
-        if f.is_file():
+        f = _mean_file(mean_dir, key)
+        if f is not None:
             out[key] = _load(f)
         else:
             missing.append(key)

@@ -239,7 +239,8 @@ def _qc_pictures(
     if qc_figures is None or writer is None:
         return note(
             "The per-scan QC pictures were not given to the report; they are the "
-            "<code>…_desc-qc.png</code> files of <code>results/preprocess/</code>.",
+            "<code>…_desc-qc_T1w.png</code> files in the <code>figures/</code> folders of "
+            "<code>results/preprocess/</code>.",
             "warn",
         )
     shown, missing = [], []
