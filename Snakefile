@@ -26,6 +26,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/attribution.smk"
 include: "workflow/rules/regions.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/external.smk"
 
 
 rule all:

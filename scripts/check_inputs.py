@@ -15,4 +15,6 @@ check_dataset(
     on_invalid=snakemake.params.on_invalid,
     out_tsv=snakemake.output.table,
     excluded=snakemake.params.excluded,
+    # an external test set's labels mapped to the main classes (rule check_external_inputs)
+    label_map=snakemake.params.get("label_map"),
 )

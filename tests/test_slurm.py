@@ -338,7 +338,7 @@ SITE_ENV = {
     "BRAINLENS_SLURM_ACCOUNT": "p123",
     "BRAINLENS_SLURM_GPU_PARTITION": "gpu",
 }
-GPU_RULES = {"train_model", "attribute", "sanity_checks"}
+GPU_RULES = {"train_model", "attribute", "sanity_checks", "evaluate_external"}
 #: Rules that run in the Snakemake process, not as SLURM jobs.
 TINY_RULES = {
     "report_manifest",
@@ -354,7 +354,12 @@ TINY_RULES = {
     "attribution_baseline",
     "regions",
     "method_agreement",
+    "check_external_inputs",
+    "external_tiv",
+    "external_summary",
 }
+#: The local rules of external test sets (external.datasets; not in the demo).
+EXTERNAL_TINY_RULES = {"check_external_inputs", "external_tiv", "external_summary"}
 
 
 def _planned(output: str) -> list[dict[str, str]]:
@@ -426,7 +431,7 @@ def _with_a_scan(tmp_path: Path, *args: str, env: dict[str, str] | None = None) 
     demo = next(j for j in _dry_run(tmp_path, *args, env=env) if j["rule"] == "demo_scan")
     t1w = Path(demo["output"]).relative_to("results/demo_bids")  # <subdir>/anat/<scan>_T1w...
     scan = t1w.name.removesuffix("_T1w.nii.gz")
-    target = f"results/preprocess/{t1w.parent.parent}/anat/{scan}_desc-qc.json"
+    target = f"results/preprocess/{t1w.parent.parent}/anat/{scan}_desc-qc_T1w.json"
     return _dry_run(tmp_path, "all", target, *args, env=env)
 
 
@@ -449,7 +454,11 @@ def test_profile_dry_run_keeps_memory_and_runtime_of_every_job(tmp_path: Path) -
     # A dry run does not show which jobs are local; the rule files do.
     assert _local_rules() == TINY_RULES
     # tiv and the harmonised baselines run only with covariates / confounds (not in the demo)
-    assert {j["rule"] for j in jobs} >= TINY_RULES - {"tiv", "attribution_baseline_harmonised"}
+    assert {j["rule"] for j in jobs} >= TINY_RULES - {
+        "tiv",
+        "attribution_baseline_harmonised",
+        *EXTERNAL_TINY_RULES,
+    }
 
 
 def _local_rules() -> set[str]:

@@ -81,13 +81,15 @@ def check_summary(config: dict[str, Any], scans: Any) -> list[str]:
     Returns
     -------
     list of str
-        Scans and subjects per class, positive class, folds, models, methods per model.
+        Scans and subjects per class, positive class, folds, models, methods per model,
+        atlases.
 
     Raises
     ------
     BrainlensError
         The first failed check, with the same message as the workflow's.
     """
+    from brainlens.atlas_custom import atlas_names, custom_atlases
     from brainlens.config import (
         attribution_methods,
         check_config,
@@ -130,7 +132,13 @@ def check_summary(config: dict[str, Any], scans: Any) -> list[str]:
     ]
     for model in model_names(config):
         lines.append(f"methods ({model}): {', '.join(attribution_methods(config, model))}")
-    return lines
+    custom = custom_atlases(config)
+    names = [f"{a} (own: {custom[a].image})" if a in custom else a for a in atlas_names(config)]
+    lines.append("atlases: " + ", ".join(names))
+    # the external test sets, read and checked as the workflow does (common.smk)
+    from brainlens.external.datasets import external_scan_tables, external_summary_lines
+
+    return lines + external_summary_lines(external_scan_tables(config, scans, classes))
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -80,6 +81,42 @@ def usable_scans(table: pd.DataFrame) -> pd.DataFrame:
     return table[usable_mask(table)]
 
 
+def _scan_row(
+    rec: Mapping[str, Any],
+    labels: pd.Series,
+    *,
+    label_map: Mapping[str, str],
+    excluded: Mapping[str, str],
+) -> dict[str, Any]:
+    """One row of the input table: the scan's ids, path and (mapped) label, and its
+    status (``excluded``, ``invalid`` with the problem, or ``ok`` with its image hash).
+
+    ``labels`` is the label per participant id; a participant not in it is invalid.
+    """
+    from brainlens.preprocess import check_t1w
+
+    row = {k: rec[k] for k in ("scan", "participant_id", "session_id", "path")}
+    pid = rec["participant_id"]
+    row["label"] = labels.loc[pid] if pid in labels.index else ""
+    row["label"] = label_map.get(row["label"], row["label"])
+    if rec["scan"] in excluded:
+        reason = excluded[rec["scan"]]
+        return row | {
+            "status": "excluded",
+            "problem": f"{rec['path']}: excluded in the config (exclude_scans): {reason}",
+            "image_hash": "",
+        }
+    try:
+        if pid not in labels.index:
+            raise InputFileError(
+                rec["path"], f"participant {pid} is not in participants.tsv", "add a row for it"
+            )
+        report = check_t1w(rec["path"])
+        return row | {"status": "ok", "problem": "", "image_hash": report.sha1}
+    except InputFileError as err:
+        return row | {"status": "invalid", "problem": str(err), "image_hash": ""}
+
+
 def check_dataset(
     scans: pd.DataFrame,
     *,
@@ -88,6 +125,7 @@ def check_dataset(
     on_invalid: str,
     out_tsv: Path,
     excluded: Mapping[str, str] | None = None,
+    label_map: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """Check every scan and write the input table.
 
@@ -106,6 +144,10 @@ def check_dataset(
         Scans to leave out on purpose, scan id (``sub-01_ses-02``) -> reason, e.g. a scan
         whose preprocessing failed. They are not checked, get status ``excluded`` and are
         listed in the report like invalid scans.
+    label_map : mapping of str to str, optional
+        Label as in ``participants.tsv`` -> the label written (an external test set's
+        labels mapped to the main classes, :mod:`brainlens.external.datasets`); labels
+        not in it are written as they are.
 
     Returns
     -------
@@ -120,8 +162,6 @@ def check_dataset(
         ``participants.tsv`` (rows of participants without a scan may lack one); nothing
         is written.
     """
-    from brainlens.preprocess import check_t1w
-
     if on_invalid not in ("fail", "exclude"):
         raise DatasetError(
             f"preprocess.on_invalid_scan: expected fail or exclude, got {on_invalid!r}"
@@ -146,30 +186,10 @@ def check_dataset(
             f"{participants_tsv}: no {label_column!r} value for {unlabelled[:10]}. Fix: fill in "
             "the label, or set participants.drop_missing_labels: true to leave them out"
         )
-    rows = []
-    for rec in scans.to_dict("records"):
-        row = {k: rec[k] for k in ("scan", "participant_id", "session_id", "path")}
-        pid = rec["participant_id"]
-        row["label"] = labels.loc[pid, label_column] if pid in labels.index else ""
-        if rec["scan"] in excluded:
-            reason = excluded[rec["scan"]]
-            row.update(
-                status="excluded",
-                problem=f"{rec['path']}: excluded in the config (exclude_scans): {reason}",
-                image_hash="",
-            )
-            rows.append(row)
-            continue
-        try:
-            if pid not in labels.index:
-                raise InputFileError(
-                    rec["path"], f"participant {pid} is not in participants.tsv", "add a row for it"
-                )
-            report = check_t1w(rec["path"])
-            row.update(status="ok", problem="", image_hash=report.sha1)
-        except InputFileError as err:
-            row.update(status="invalid", problem=str(err), image_hash="")
-        rows.append(row)
+    rows = [
+        _scan_row(rec, labels[label_column], label_map=label_map or {}, excluded=excluded)
+        for rec in scans.to_dict("records")
+    ]
     table = pd.DataFrame(rows, columns=COLUMNS)
     extra = participants.drop(columns=[label_column]).rename(columns=lambda c: c)
     table = table.merge(extra, on="participant_id", how="left")

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 from snakemake.utils import validate
 
+from brainlens.atlas_custom import atlas_names, custom_atlases
 from brainlens.bids import scan_key, scan_subdir, scan_table_from_config
 from brainlens.config import (
     attribution_methods,
@@ -17,7 +18,14 @@ from brainlens.config import (
     model_names,
 )
 from brainlens.config_layers import resolve_config
-from brainlens.derivatives import DERIVATIVES, derivative_path, derivative_pattern, scan_dir
+from brainlens.derivatives import (
+    DERIVATIVES,
+    SPACE,
+    derivative_path,
+    derivative_pattern,
+    scan_dir,
+)
+from brainlens.external.datasets import external_scan_tables
 from brainlens.grid import registration_grid, res_label
 from brainlens.inputs import usable_scans
 from brainlens.names import METHOD_OPTIONS, method_base
@@ -38,12 +46,14 @@ check_layers(config)
 
 DEMO = config["bids_dir"] is None
 BIDS_DIR = "results/demo_bids" if DEMO else config["bids_dir"]
-RES = res_label(config["preprocess"]["resolution"])
-TEMPLATES = f"resources/templates/res-{RES}"
+#: The analysis grid (mm): the res-<RES> label of the derivatives on it.
+RESOLUTION = config["preprocess"]["resolution"]
+RES = res_label(RESOLUTION)
+TEMPLATES = f"resources/templates/{SPACE}/res-{RES}"
 #: A coarser analysis grid is registered on a finer one, with that grid's templates.
 REG_RES = registration_grid(config["preprocess"]["resolution"])
 REG_TEMPLATES = (
-    {"reg_templates": f"resources/templates/res-{res_label(REG_RES)}"} if REG_RES else {}
+    {"reg_templates": f"resources/templates/{SPACE}/res-{res_label(REG_RES)}"} if REG_RES else {}
 )
 #: Classical baselines (brainlens.linear, job train_linear): same folds and metrics files
 #: as the CNNs, in the report's model comparison, but no attribution methods.
@@ -52,7 +62,9 @@ MODELS = model_names(config) + BASELINES
 FOLDS = fold_ids(config)
 #: (model, method key) pairs: ``attribution.model_methods`` can give a model its own set.
 MODEL_METHODS = [(m, k) for m in model_names(config) for k in attribution_methods(config, m)]
-ATLASES = list(config["regions"]["atlases"])
+#: Atlas names of regions.atlases; a user's {name, image, labels} entries by name.
+ATLASES = atlas_names(config)
+CUSTOM_ATLASES = custom_atlases(config)
 #: Baselines whose Haufe activation pattern goes through the region tables (method "pattern").
 PATTERN_MODELS = [m for m in BASELINES if m == "linear_svm_voxels"]
 #: (model, method, atlas) of every region table the report shows.
@@ -109,6 +121,9 @@ def _labelled_scans():
 
 #: Participants per class; class count, fold feasibility and positive_class checked.
 CLASS_COUNTS = check_dataset(config, _labelled_scans())
+#: External test sets (brainlens.external.datasets, workflow/rules/external.smk): name ->
+#: scan table with labels mapped to the main classes; {} plans no external job.
+EXTERNAL = external_scan_tables(config, SCANS, list(CLASS_COUNTS.index))
 
 
 wildcard_constraints:
@@ -128,8 +143,18 @@ PREPROC_ROOT = "results/preprocess"
 
 
 def preproc_path(scan, key):
-    """Path of one preprocessing output of a scan (a DERIVATIVES key)."""
-    return str(derivative_path(PREPROC_ROOT, scan, key))
+    """Path of one preprocessing output of a scan (a DERIVATIVES key, on the RES grid)."""
+    return str(derivative_path(PREPROC_ROOT, scan, key, resolution=RESOLUTION))
+
+
+def external_preproc_root(dataset):
+    """Root of an external test set's preprocessing derivatives (same naming table)."""
+    return f"results/external/{dataset}/preprocess"
+
+
+def external_preproc_path(dataset, scan, key):
+    """Path of one preprocessing output of an external test set's scan (a DERIVATIVES key)."""
+    return str(derivative_path(external_preproc_root(dataset), scan, key, resolution=RESOLUTION))
 
 
 def checked_scans():
@@ -169,6 +194,12 @@ def baseline_input(wildcards):
         "baseline": f"results/attribution/baselines/fold-{wildcards.fold}.npy",
         "baseline_json": f"results/attribution/baselines/fold-{wildcards.fold}.json",
     }
+
+
+def custom_atlas_files(wildcards):
+    """The image and labels of a regions.atlases {name, image, labels} entry; none for a built-in."""
+    atlas = CUSTOM_ATLASES.get(wildcards.atlas)
+    return {"image": str(atlas.image), "labels": str(atlas.labels)} if atlas else {}
 
 
 def resolution_of(wildcards):
@@ -301,4 +332,29 @@ def report_records(wildcards, qc_figures=True):
             {"kind": kind, "model": m, "method": k, "path": f"results/sanity/{m}/{k}{suffix}.tsv"}
             for m, k in MODEL_METHODS
         ]
+    # external test sets (external.smk): scored by every fold's CNN, a report section of their own
+    per_fold_external = {
+        "external_metrics": "metrics.json",
+        "external_predictions": "predictions.tsv",
+    }
+    for kind, name in per_fold_external.items():
+        records += [
+            {
+                "kind": kind,
+                "dataset": d,
+                "model": m,
+                "fold": f,
+                "path": f"results/external/{d}/{m}/fold-{f}/{name}",
+            }
+            for d, m, f in product(EXTERNAL, model_names(config), FOLDS)
+        ]
+    records += [
+        {
+            "kind": "external_summary",
+            "dataset": d,
+            "model": m,
+            "path": f"results/external/{d}/{m}/metrics_summary.tsv",
+        }
+        for d, m in product(EXTERNAL, model_names(config))
+    ]
     return records

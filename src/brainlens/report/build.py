@@ -20,6 +20,7 @@ from brainlens._io import write_text_atomic
 from brainlens.report import plots
 from brainlens.report.attribution import maps_section, regions_section
 from brainlens.report.dataset import DataFacts, dataset_section, folds_section
+from brainlens.report.external import external_sections
 from brainlens.report.header import Findings, page_header
 from brainlens.report.html import Section, esc, page
 from brainlens.report.io import read_json, read_manifest
@@ -87,7 +88,7 @@ class ReportFiles:
         :mod:`brainlens.attribution.checks`; the cascade tables are an input so the
         report re-runs when they change.
     qc_figures : dict scan -> Path, optional
-        Per-scan preprocessing QC pictures (``…_desc-qc.png``); those of the scans
+        Per-scan preprocessing QC pictures (``figures/…_desc-qc_T1w.png``); those of the scans
         ``qc.tsv`` flags are copied into ``figures_dir`` and shown. ``None``: not given
         (the page says so when a scan is flagged).
     ground_truth : Path or None
@@ -96,6 +97,11 @@ class ReportFiles:
     template_t1w : Path or None
         Template T1w on the analysis grid (or a folder holding ``*T1w*.nii*``): the
         background of the slice figures.
+    external_metrics, external_predictions : dict (dataset, model, fold) -> Path
+        Each fold's model on an external test set (:mod:`brainlens.external`).
+    external_summaries : dict (dataset, model) -> Path
+        Their ``metrics_summary.tsv`` (ensemble, bootstrap interval); the sections
+        "External test set: <name>" (absent without these files).
     """
 
     inputs_tsv: Path | None = None
@@ -116,6 +122,9 @@ class ReportFiles:
     qc_figures: Mapping[str, Path] | None = None
     ground_truth: Path | None = None
     template_t1w: Path | None = None
+    external_metrics: Mapping[tuple[str, str, Any], Path] = field(default_factory=dict)
+    external_predictions: Mapping[tuple[str, str, Any], Path] = field(default_factory=dict)
+    external_summaries: Mapping[tuple[str, str], Path] = field(default_factory=dict)
 
 
 def _names(config: Mapping[str, Any], files: ReportFiles) -> tuple[list[str], ...]:
@@ -198,7 +207,16 @@ def _sections(
     best = best_model(scores)
     if best is None or not best.n_folds:
         best = next((s for s in scores if s.n_folds), None)
-    sections = [s_data, s_folds, s_perf, s_maps, s_regions, s_meaning, _settings_section(config)]
+    s_external = external_sections(
+        models,
+        files.external_metrics,
+        files.external_predictions,
+        files.external_summaries,
+        writer,
+        positive_class=config.get("positive_class"),
+    )  # own sections, after (never inside) the cross-validation ones
+    sections = [s_data, s_folds, s_perf, s_maps, s_regions, s_meaning, *s_external]
+    sections.append(_settings_section(config))
     return sections, Findings(data, scores, checks, region_facts, best)
 
 
@@ -226,6 +244,9 @@ def build_report(
     qc_figures: Mapping[str, Path] | None = None,
     ground_truth: Path | None,
     template_t1w: Path | None,
+    external_metrics: Mapping[tuple[str, str, Any], Path] | None = None,
+    external_predictions: Mapping[tuple[str, str, Any], Path] | None = None,
+    external_summaries: Mapping[tuple[str, str], Path] | None = None,
 ) -> Path:
     """Write the HTML report of a brainlens run.
 
@@ -273,6 +294,9 @@ def build_report(
         qc_figures=qc_figures,
         ground_truth=ground_truth,
         template_t1w=template_t1w,
+        external_metrics=external_metrics or {},
+        external_predictions=external_predictions or {},
+        external_summaries=external_summaries or {},
     )
     out_html = Path(out_html)
     out_html.parent.mkdir(parents=True, exist_ok=True)

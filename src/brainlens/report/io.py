@@ -192,6 +192,10 @@ MANIFEST_KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "deletion": ("deletion_tables", ("model", "method")),
     "sanity_summary": ("sanity_summary_tables", ("model", "method")),
     "sanity_cascade": ("sanity_cascade_tables", ("model", "method")),
+    # external test sets (brainlens.external; their own report sections)
+    "external_metrics": ("external_metrics", ("dataset", "model", "fold")),
+    "external_predictions": ("external_predictions", ("dataset", "model", "fold")),
+    "external_summary": ("external_summaries", ("dataset", "model")),
 }
 
 

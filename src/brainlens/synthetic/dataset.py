@@ -41,7 +41,7 @@ def plan_dataset(spec: DemoSpec, *, seed: int) -> pd.DataFrame:
     width = max(3, len(str(n)))
     rows = []
     for i in range(n):
-        pid = f"sub-{i + 1:0{width}d}"
+        pid = f"sub-{spec.id_prefix}{i + 1:0{width}d}"
         sessions = (
             ["n/a"]
             if spec.n_second_session == 0

@@ -37,6 +37,10 @@ class DemoSpec:
         Rician noise sigma as a fraction of white-matter intensity.
     label_column : str
         Name of the diagnosis column in ``participants.tsv``.
+    id_prefix : str
+        Letters/digits put before each participant number (``sub-<prefix>001``), so a
+        second demo dataset (an external test set, ``brainlens demo --id-prefix ext``)
+        shares no participant ID with the first.
     """
 
     n_subjects: int = 40
@@ -53,6 +57,7 @@ class DemoSpec:
     bias: float = 0.25
     noise: float = 0.03
     label_column: str = "diagnosis"
+    id_prefix: str = ""
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first bad field."""
@@ -64,6 +69,7 @@ class DemoSpec:
             ("shrink", 0.0 <= self.shrink <= 0.8, "0..0.8"),
             ("bias", 0.0 <= self.bias < 1.0, "0..<1"),
             ("noise", 0.0 <= self.noise <= 0.5, "0..0.5"),
+            ("id_prefix", all(c.isascii() and c.isalnum() for c in self.id_prefix), "A-Za-z0-9"),
         ]
         for key, ok, allowed in checks:
             if not ok:

@@ -1,0 +1,1 @@
+"""External test sets: evaluate every fold's model on further datasets."""
