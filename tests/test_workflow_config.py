@@ -292,19 +292,29 @@ def test_replacing_mappings_are_documented_as_such() -> None:
         assert "replaces the demo's" in " ".join(nodes[path]["description"].split()), path
 
 
-@pytest.mark.parametrize("name", ["config_small.yaml", "config_tiny.yaml"])
+@pytest.mark.parametrize(
+    "name",
+    ["tests/data/config_small.yaml", "tests/data/config_tiny.yaml", "config/quickstart.yaml"],
+)
 def test_test_configs_do_not_depend_on_the_demo_layer(name: str) -> None:
     """With or without a bids_dir (demo layer under it or not) a test config means the same."""
     from brainlens.cli import SCHEMA
     from brainlens.config import validate_config
     from brainlens.config_layers import resolve_config
 
-    user = yaml.safe_load((REPO / "tests" / "data" / name).read_text())
+    user = yaml.safe_load((REPO / name).read_text())
     demo = validate_config(resolve_config(user, REPO / "config" / "demo.yaml"), SCHEMA)
     bids = validate_config(
         resolve_config({**user, "bids_dir": "/x"}, REPO / "config" / "demo.yaml"), SCHEMA
     )
     assert {**demo, "bids_dir": "/x"} == bids
+
+
+def test_the_quick_start_plants_the_full_demos_effect() -> None:
+    """config/quickstart.yaml is smaller and cheaper, but its planted atrophy is the demo's."""
+    quick = yaml.safe_load((REPO / "config" / "quickstart.yaml").read_text())["demo"]
+    keys = ("atlas", "region", "effect", "shrink", "deformation_mm", "scale")
+    assert {k: quick[k] for k in keys} == {k: _demo()["demo"][k] for k in keys}
 
 
 def test_the_template_config_parses_without_the_demo() -> None:
