@@ -26,6 +26,7 @@ LONG_FILES_FIRST = (
     "test_models.py",
     "test_preprocess_workflow.py",
     "test_preprocess_failures.py",
+    "test_external_workflow.py",
     "test_training.py",
 )
 
