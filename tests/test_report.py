@@ -6,6 +6,7 @@ import json
 import re
 from html.parser import HTMLParser
 from pathlib import Path
+from types import SimpleNamespace
 
 import nibabel as nib
 import numpy as np
@@ -647,6 +648,25 @@ def test_consensus_regions_leave_out_unfaithful_and_randomisation_failures() -> 
     checks[("m", "good")] = MethodCheck("m", "good", verdict=unfaithful)
     _, used = consensus_regions(facts, "m", "aal", ["good", "coarse", "random"], checks)
     assert used == ["good", "coarse"]
+
+
+def test_header_says_when_the_best_model_has_no_maps() -> None:
+    """A best model without maps (a linear baseline) is named as the reason, not the atlas."""
+    from brainlens.report.attribution import RegionFacts
+    from brainlens.report.header import _gt_sentence
+    from brainlens.report.meaning import MethodCheck
+
+    gt = {"region": "Temporal_Inf_L", "atlas": "aal"}
+    best = SimpleNamespace(model="linear_svm_regions")
+    facts = RegionFacts(gt_rank={("cnn", "gradients"): 2})
+    text = _gt_sentence(gt, best, facts, {("cnn", "gradients"): MethodCheck("cnn", "gradients")})
+    assert "linear_svm_regions, has no attribution maps" in text and "(cnn)" in text
+    assert "no results for its atlas" not in text
+    # no model has maps for the planted region's atlas: that is the reason given
+    assert "no results for its atlas" in _gt_sentence(gt, best, RegionFacts(), {})
+    # the best model's own ranks are quoted when it has maps
+    text = _gt_sentence(gt, SimpleNamespace(model="cnn"), facts, {})
+    assert "#2 by gradients" in text and "was found" in text
 
 
 # --- QC pictures of flagged scans --------------------------------------------------------

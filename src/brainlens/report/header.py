@@ -156,6 +156,13 @@ def _gt_sentence(
         }
         source = "median rank over scans"
     if not ranks:
+        mapped = sorted({mod for mod, _ in regions.gt_rank} | {mod for mod, _ in checks})
+        if model is not None and mapped:
+            return (
+                f"The best model by validation, {esc(model)}, has no attribution maps, so the "
+                f"planted region {region} is judged below for the models that have them "
+                f"({', '.join(esc(m) for m in mapped)})."
+            )
         return f"The planted region {region} could not be evaluated (no results for its atlas)."
     listed = ", ".join(
         f"#{fmt(r, 0)} by {esc(m)}" for m, r in sorted(ranks.items(), key=lambda x: x[1])
