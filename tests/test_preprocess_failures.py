@@ -145,3 +145,26 @@ def test_keep_going_run_lists_the_scan_that_failed(tmp_path: Path) -> None:
     # the message tells the user what to add to the config
     assert "exclude_scans:\n  sub-001:" in proc.stdout
     assert not (work / target).exists()
+
+
+@pytest.mark.parametrize(
+    ("log", "interrupted"),
+    [
+        # stopped by Snakemake in the middle of a nipype node: no reason in the log
+        ('2026-12-06 21:28:04,781 INFO nipype.workflow: [Node] Executing "t1w2std"\n', True),
+        ('Traceback (most recent call last):\n  File "x.py", line 1\nKeyboardInterrupt\n', True),
+        ("2026-12-06 21:28:04,781 ERROR nipype.workflow: node t1w2std failed\n", False),
+        (TRACEBACK, False),
+    ],
+)
+def test_a_job_stopped_from_outside_is_not_called_a_failed_scan(
+    tmp_path: Path, log: str, interrupted: bool
+) -> None:
+    out = tmp_path / "failed_scans.tsv"
+    jobs = [_job(tmp_path, "sub-02", outputs_made=0, log=log)]
+    message = write_failure_summary(jobs, out)
+    table = pd.read_csv(out, sep="\t")
+    assert table["interrupted"].tolist() == [interrupted]
+    # only a scan that failed on its own is offered for exclusion
+    assert ("exclude_scans:" in message) is not interrupted
+    assert ("stopped from outside" in message) is interrupted

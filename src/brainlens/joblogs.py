@@ -26,6 +26,22 @@ _CHAINED = (
 )
 
 
+def reports_an_error(log_text: str) -> bool:
+    """Whether a job log says why the job failed: a traceback (other than a
+    ``KeyboardInterrupt``) or an ``ERROR``/``CRITICAL`` logging line.
+
+    A log without either belongs to a job stopped from outside (Ctrl-C, Snakemake
+    stopped, a cluster time or memory limit): its last line is not a reason.
+    """
+    lines = log_text.splitlines()
+    if any(line.startswith(_TRACEBACK) for line in lines):
+        exception = last_exception(log_text, max_lines=1)
+        return not (exception and exception[0].startswith("KeyboardInterrupt"))
+    return any(
+        _LOG_LINE.match(line) and (" ERROR " in line or " CRITICAL " in line) for line in lines
+    )
+
+
 def last_exception(log_text: str, max_lines: int = 12) -> list[str]:
     """The exception lines of the last traceback in a job log.
 

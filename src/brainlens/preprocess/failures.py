@@ -24,7 +24,17 @@ import pandas as pd
 from brainlens._io import atomic_output
 
 #: Columns of ``failed_scans.tsv``.
-FAILURE_COLUMNS = ["scan", "participant_id", "session_id", "missing_outputs", "error", "log"]
+FAILURE_COLUMNS = [
+    "scan",
+    "participant_id",
+    "session_id",
+    "missing_outputs",
+    "error",
+    "log",
+    "interrupted",
+]
+#: The ``error`` of a job whose log gives no reason (see :func:`job_error`).
+INTERRUPTED = "(no error in the log: the job was stopped from outside, e.g. Ctrl-C, a cluster time or memory limit)"
 # "brainlens.errors.PreprocessingError: /data/sub-01_T1w.nii.gz: " before the reason
 _REASON_PREFIX = re.compile(r"^[\w.]*(Error|Exception)\w*: (\S+\.nii(\.gz)?: )?")
 
@@ -46,6 +56,22 @@ def last_error(log_text: str) -> str:
     from brainlens.joblogs import last_exception
 
     return " ".join(line.strip() for line in last_exception(log_text, max_lines=10**6))
+
+
+def job_error(log_text: str) -> dict[str, object]:
+    """``error`` and ``interrupted`` of a failed job, from its log.
+
+    A log that reports no error (:func:`brainlens.joblogs.reports_an_error`) belongs to
+    a job that was stopped, not one that failed on its scan: ``interrupted`` is true and
+    ``error`` is :data:`INTERRUPTED`, so nobody is told to exclude a good scan.
+    """
+    from brainlens.joblogs import reports_an_error
+
+    if not log_text.strip():
+        return {"error": "(the log is empty)", "interrupted": False}
+    if not reports_an_error(log_text):
+        return {"error": INTERRUPTED, "interrupted": True}
+    return {"error": last_error(log_text), "interrupted": False}
 
 
 def _text(value: object) -> str:
@@ -81,7 +107,7 @@ def find_failures(scans: Iterable[Mapping[str, object]]) -> pd.DataFrame:
                 "participant_id": record["participant_id"],
                 "session_id": _text(record.get("session_id")),
                 "missing_outputs": len(missing),
-                "error": last_error(log.read_text(errors="replace")) or "(the log is empty)",
+                **job_error(log.read_text(errors="replace")),
                 "log": str(log),
             }
         )
@@ -131,11 +157,20 @@ def write_failure_summary(scans: Iterable[Mapping[str, object]], out_tsv: str | 
     listing = "\n".join(
         f"  {row.scan}: {row.error} (log: {row.log})" for row in failures.itertuples()
     )
-    return (
-        f"{len(failures)} scan(s) failed in preprocessing (listed in {out_tsv}):\n"
-        f"{listing}\n"
+    message = (
+        f"{len(failures)} scan(s) did not finish preprocessing (listed in {out_tsv}):\n{listing}\n"
+    )
+    failed = failures[~failures["interrupted"].astype(bool)]
+    if len(failed) < len(failures):
+        message += (
+            "Jobs stopped from outside left no error: run again to finish them (on a "
+            "cluster, check their time and memory limits).\n"
+        )
+    if failed.empty:
+        return message
+    return message + (
         "Training and the report need every scan, so they did not run. Fix the input "
         "(see the log and the QC/crash files under work/preprocess/) and run again, or "
-        "leave the scan(s) out on purpose by adding to the config (the report lists "
-        f"them with the reason):\n{exclude_snippet(failures)}"
+        "leave the scan(s) that failed out on purpose by adding to the config (the report "
+        f"lists them with the reason):\n{exclude_snippet(failed)}"
     )
