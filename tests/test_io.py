@@ -89,3 +89,20 @@ def test_save_nifti_like_copies_the_reference_codes(tmp_path):
     img = nib.load(save_nifti_like(np.ones((3, 3, 3)), bare, tmp_path / "b.nii"))
     assert (int(img.header["qform_code"]), int(img.header["sform_code"])) == (1, 1)
     np.testing.assert_allclose(img.affine, bare.affine)  # the reference's own affine
+
+
+def test_nibabel_save_is_called_only_in_io():
+    """One NIfTI-save home: every image the package writes goes through brainlens._io."""
+    import re
+    from pathlib import Path
+
+    import brainlens
+
+    root = Path(brainlens.__file__).parent
+    call = re.compile(r"\bnib(abel)?\.save\(|\.to_filename\(")
+    offenders = [
+        str(p.relative_to(root))
+        for p in root.rglob("*.py")
+        if p.name != "_io.py" and call.search(p.read_text())
+    ]
+    assert offenders == []

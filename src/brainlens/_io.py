@@ -103,7 +103,16 @@ def save_nifti(
     Path
         ``path``.
     """
-    img = nifti_image(data, affine, code=code, dtype=dtype, header=header)
+    return save_image(nifti_image(data, affine, code=code, dtype=dtype, header=header), path)
+
+
+def save_image(img: nib.Nifti1Image, path: str | Path) -> Path:
+    """Save an image as it is (header, codes and data type kept), atomically.
+
+    The one call of ``nibabel.save`` in the package: :func:`save_nifti` builds the
+    image with explicit codes; this re-saves a loaded or reoriented one (e.g. an
+    uncompressed intermediate as ``.nii.gz``).
+    """
     with atomic_output(path) as tmp:
         nib.save(img, tmp)
     return Path(path)
@@ -192,6 +201,4 @@ def save_nifti_like(
         sform_code=int(ref.header["sform_code"]) or XFORM_CODES["scanner"],
         dtype=dtype,
     )
-    with atomic_output(path) as tmp:
-        nib.save(img, tmp)
-    return Path(path)
+    return save_image(img, path)

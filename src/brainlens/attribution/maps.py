@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
+from brainlens._io import save_nifti
 from brainlens.attribution._common import AttributionError
 
 
@@ -69,15 +69,8 @@ def save_map(
             "world affine. Fix: pass brainlens.grid.mni_grid(resolution)[1], or "
             "allow_identity=True if the map really is in voxel space"
         )
-    img = nib.Nifti1Image(data.astype(np.float32), aff)
-    img.header.set_data_dtype(np.float32)
-    img.header.set_xyzt_units("mm")
     code = "aligned" if np.allclose(aff, np.eye(4)) else "mni"
-    img.set_sform(aff, code=code)
-    img.set_qform(aff, code=code)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(img, path)
-    return path
+    return save_nifti(data, aff, path, code=code, dtype=np.float32)
 
 
 def mean_maps(maps: Sequence[np.ndarray], labels: Sequence[Hashable]) -> dict[Hashable, np.ndarray]:

@@ -13,7 +13,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage as ndi
 
-from brainlens._io import atomic_output, save_nifti, save_nifti_like
+from brainlens._io import save_image, save_nifti, save_nifti_like
 from brainlens.errors import PreprocessingError
 from brainlens.preprocess import core
 
@@ -25,9 +25,7 @@ def _save_like(data: np.ndarray, ref: nib.Nifti1Image, path: Path, dtype: type) 
 
 def reorient_file(in_file: Path, out_file: Path) -> Path:
     """Write ``in_file`` reoriented to RAS+ (float32, no resampling) to ``out_file``."""
-    with atomic_output(out_file) as tmp:
-        nib.save(core.reorient_ras(nib.load(in_file)), tmp)
-    return Path(out_file)
+    return save_image(core.reorient_ras(nib.load(in_file)), out_file)
 
 
 def deepbet_mask_file(in_file: Path, out_mask: Path, *, threads: int = 1) -> Path:

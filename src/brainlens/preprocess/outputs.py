@@ -20,7 +20,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from brainlens._io import atomic_output, save_nifti, write_text_atomic
+from brainlens._io import atomic_output, save_image, save_nifti, write_text_atomic
 from brainlens.derivatives import (
     FOLDERS,
     GRID_KEYS,
@@ -117,8 +117,7 @@ def stage_images(res: dict, files: dict[str, Path], shape: tuple, affine: np.nda
             Path(res["std_mod_probseg"][i]), files[tissue_key(t, modulated=True)], shape, affine
         )
     # intermediates are uncompressed (interfaces.WORK_EXT): re-save (header kept), not copy
-    with atomic_output(files["brain_mask"]) as tmp:
-        nib.save(nib.load(res["brain_mask"]), tmp)
+    save_image(nib.load(res["brain_mask"]), files["brain_mask"])
     for key, field in (("xfm_to_std", "anat2std_xfm"), ("xfm_from_std", "std2anat_xfm")):
         with atomic_output(files[key]) as tmp:
             shutil.copyfile(res[field], tmp)

@@ -9,12 +9,12 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from brainlens._io import atomic_output, write_text_atomic
+from brainlens._io import atomic_output, save_image, write_text_atomic
 from brainlens.atlases import load_atlas, region_label, resample_labels
+from brainlens.bids import scan_key, scan_subdir
 from brainlens.errors import ConfigError
 from brainlens.synthetic.anatomy import _region_weights, make_scan, subject_anatomy
 from brainlens.synthetic.spec import DemoSpec
@@ -62,10 +62,9 @@ def plan_dataset(spec: DemoSpec, *, seed: int) -> pd.DataFrame:
 
 
 def scan_relpath(participant_id: str, session_id: str) -> str:
-    """BIDS path of a T1w scan relative to the dataset root."""
-    if session_id in ("", "n/a", None):
-        return f"{participant_id}/anat/{participant_id}_T1w.nii.gz"
-    return f"{participant_id}/{session_id}/anat/{participant_id}_{session_id}_T1w.nii.gz"
+    """BIDS path of a T1w scan relative to the dataset root (names from brainlens.bids)."""
+    scan = scan_key(participant_id, session_id)
+    return f"{scan_subdir(participant_id, session_id)}/anat/{scan}_T1w.nii.gz"
 
 
 def write_demo_subject(
@@ -107,8 +106,7 @@ def write_demo_subject(
         scan_rng = np.random.default_rng([seed, 2, index, k])
         img = make_scan(spec, source=source, displacement=disp, rng=scan_rng)
         path = out_dir / scan_relpath(row["participant_id"], row["session_id"])
-        with atomic_output(path) as tmp:
-            nib.save(img, str(tmp))
+        save_image(img, path)
         written.append(path)
     return written
 
