@@ -131,32 +131,16 @@ def model_harmonisation(
     LeakageError
         The parameters were fitted on scans outside the fold's training part.
     """
-    recorded = meta.get("confounds")
-    spec = confounds if confounds is not None else (recorded or {}).get("files")
-    if spec is None:
-        return None
-    if folds_tsv is None:
-        raise ConfigError(
-            f"{model_path}: explaining on harmonised inputs needs the folds table (the "
-            "leakage audit of the confound parameters). Fix: pass folds_tsv"
-        )
-    from brainlens.confounds.inputs import check_harmonisation, open_input_confounds
+    from brainlens.confounds.inputs import open_model_confounds
 
-    harmonise = open_input_confounds(
-        spec,
+    return open_model_confounds(
+        meta,
+        confounds,
+        model_path=model_path,
         folds_tsv=folds_tsv,
         fold=fold,
-        channels=meta.get("inputs"),
-        grid_shape=meta.get("grid_shape"),
+        action="explain a model",
     )
-    check_harmonisation(
-        recorded,
-        harmonise,
-        str(model_path),
-        "explain a model with the confound files it was trained with (re-run train_model "
-        "after fit_confounds)",
-    )
-    return harmonise
 
 
 def check_baseline_space(base: Baseline, harmonise: Any | None, path: Path | None) -> None:

@@ -362,6 +362,73 @@ def open_input_confounds(
     )
 
 
+def open_model_confounds(
+    meta: Mapping[str, Any],
+    confounds: Mapping[str, Any] | None,
+    *,
+    model_path: str | Path,
+    folds_tsv: str | Path | None,
+    fold: int,
+    action: str,
+) -> InputConfounds | None:
+    """The confound fit a trained model's inputs need, audited and checked against it.
+
+    Parameters
+    ----------
+    meta : mapping
+        ``model.pt``'s metadata (its ``confounds`` record, ``inputs``, ``grid_shape``).
+    confounds : mapping or None
+        The fold's spec as ``train_model`` gets it; empty or None: the files ``model.pt``
+        records (None there too: a model on raw inputs).
+    model_path : str or Path
+        For messages.
+    folds_tsv : str or Path or None
+        The folds table, for the leakage audit of the fit (required when harmonised).
+    fold : int
+        The model's fold.
+    action : str
+        What the caller does, for messages (``"explain a model"``).
+
+    Returns
+    -------
+    InputConfounds or None
+        None for a model trained on raw inputs.
+
+    Raises
+    ------
+    ConfigError
+        Harmonised inputs without ``folds_tsv``.
+    InputFileError
+        Files given for a raw model, or other parameters (SHA-256) than it was trained with.
+    LeakageError
+        The fit used scans outside the fold's training part.
+    """
+    recorded = meta.get("confounds")
+    spec = confounds if confounds else (recorded or {}).get("files")
+    if not spec:
+        return None
+    if folds_tsv is None:
+        raise ConfigError(
+            f"{model_path}: to {action} on harmonised inputs needs the folds table (the "
+            "leakage audit of the confound parameters). Fix: pass results/folds/folds.tsv"
+        )
+    harmonise = open_input_confounds(
+        spec,
+        folds_tsv=folds_tsv,
+        fold=fold,
+        channels=meta.get("inputs"),
+        grid_shape=meta.get("grid_shape"),
+    )
+    check_harmonisation(
+        recorded,
+        harmonise,
+        str(model_path),
+        f"{action} with the confound files it was trained with (re-run train_model after "
+        "fit_confounds)",
+    )
+    return harmonise
+
+
 def check_harmonisation(
     recorded: Mapping[str, Any] | None, used: InputConfounds | None, what: str, fix: str
 ) -> None:

@@ -236,7 +236,7 @@ def external_harmonisation(
     DatasetError
         An external site (ComBat) or covariate level the fit never saw.
     """
-    from brainlens.confounds.inputs import check_harmonisation, open_input_confounds
+    from brainlens.confounds.inputs import open_model_confounds
 
     recorded = meta.get("confounds")
     spec = confounds if confounds else (recorded or {}).get("files")
@@ -252,24 +252,13 @@ def external_harmonisation(
             "encoded. Fix: pass the fold's spec as train_model gets it (cnn_spec) and the "
             "external participants.tsv on its own"
         )
-    if folds_tsv is None:
-        raise ConfigError(
-            f"{model_path}: harmonised inputs need the folds table for the leakage audit of "
-            "the confound parameters. Fix: pass results/folds/folds.tsv"
-        )
-    harmonise = open_input_confounds(
+    harmonise = open_model_confounds(
+        meta,
         spec,
+        model_path=model_path,
         folds_tsv=folds_tsv,
         fold=fold,
-        channels=meta.get("inputs"),
-        grid_shape=meta.get("grid_shape"),
-    )
-    check_harmonisation(
-        recorded,
-        harmonise,
-        str(model_path),
-        "evaluate a model with the confound files it was trained with (re-run train_model "
-        "after fit_confounds)",
+        action="evaluate a model",
     )
     covariates, sites = _external_covariates(harmonise, rows, participants_tsv, tiv_tsv, dataset)
     return dataclasses.replace(harmonise, covariates=covariates, sites=sites)
