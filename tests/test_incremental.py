@@ -43,6 +43,7 @@ import yaml
 from conftest import REPO, planned_jobs
 
 from brainlens.config import fold_ids
+from brainlens.derivatives import SPACE
 from brainlens.grid import mni_grid
 from brainlens.synthetic import DemoSpec, write_demo_dataset
 
@@ -218,7 +219,7 @@ def test_other_scans_are_preprocessed(tiny_run: TinyRun) -> None:
     assert sorted(qc["scan"]) == sorted(ok)
     # the 4 mm grid is registered on 2 mm: both template grids were built, the outputs
     # are on the 4 mm grid
-    templates = tiny_run.workdir / "resources" / "templates"
+    templates = tiny_run.workdir / "resources" / "templates" / SPACE
     assert sorted(p.name for p in templates.iterdir()) == ["res-2", "res-4"]
     gm = next((prep / ok[0] / "anat").glob("*_label-GM_desc-modulated_probseg.nii.gz"))
     assert nib.load(gm).shape == mni_grid(4.0)[0]
